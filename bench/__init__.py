@@ -1,0 +1,13 @@
+"""advae-bench plumbing: data, protocols, registry, runner, store, metrics, thresholds, reports, CLI.
+
+Definitions (methods, dataset catalogue, experiment configs) live outside this package; adding one
+never means editing anything here.
+"""
+
+
+class BenchError(Exception):
+    """An error caused by the user's input (unknown name, bad spec or config, missing or corrupt data).
+
+    The CLI prints its message on one line and exits non-zero, so the message must say what is wrong
+    and what to do about it.
+    """

@@ -1,0 +1,47 @@
+"""The detector contract every method follows.
+
+- ``__init__`` stores parameters and does nothing else (scikit-learn discipline: ``get_params``,
+  ``set_params`` and ``clone`` come from ``BaseEstimator``).
+- ``fit(X_train) -> self``; anything learned ends with ``_``.
+- ``anomaly_score(X) -> (n,) float array``: HIGHER = MORE ANOMALOUS. scikit-learn's
+  ``score_samples``/``decision_function`` mean the opposite; each adapter converts once.
+- Methods with randomness take ``random_state`` (an int); the runner sets it from the run's seed.
+- Optional, for the run record: ``history_`` (training telemetry, a dict of equal-length lists with an
+  ``"iteration"`` key and one key per loss term), ``device_`` (``"cpu"``, ``"cuda"``...),
+  ``flags_`` (list of health flags such as ``"loss-never-decreased"``).
+- ``fit_group(detectors, X_trains)``: the runner hands a group of runs of the same method and
+  dataset (several seeds or several settings) to this classmethod. The default fits them one by one;
+  a method may override it to train them together (e.g. stacked networks), as long as each member
+  ends up fitted exactly as if it had been fitted alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became non-finite. The run is stored as ``failed`` with this message."""
+
+    def __init__(self, iteration: int, term: str, value: float):
+        super().__init__(f"non-finite loss {term}={value} at iteration {iteration}")
+        self.iteration = iteration
+
+
+class Detector(BaseEstimator):
+    """Base class: subclass, define ``__init__`` (store only), ``fit`` and ``anomaly_score``."""
+
+    #: Bump when a change to the implementation should invalidate stored runs of this method.
+    version = "1"
+    #: Largest group ``fit_group`` should receive at once (1 = no benefit from grouping).
+    max_group_size = 1
+
+    def fit(self, X: np.ndarray) -> "Detector":  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def fit_group(cls, detectors: list["Detector"], X_trains: list[np.ndarray]) -> list["Detector"]:
+        return [det.fit(X) for det, X in zip(detectors, X_trains)]

@@ -1,0 +1,178 @@
+"""The network code shared by adVAE and the deep baselines (AE, VAE, GAN, WGAN-GP, DAGMM).
+
+Every network here is *stacked*: it holds S independent copies of its weights and maps inputs of
+shape (S, B, in) to (S, B, out) with batched matrix products. A single run is S = 1. Several runs of
+the same method and dataset (seeds, ablation settings) train together as one S > 1 stack, which on
+a CPU costs about the same per-operation overhead as one run (small networks are overhead bound).
+Member s is initialised from its own seed and never interacts with the other members, so a member
+trained in a stack ends up as it would alone.
+
+Sizes follow adVAE (paper Section 4.3; the authors' released weights use the same layer names):
+  encoder E   : d -> h, ReLU, h -> h, ReLU, heads fcmu (h -> k) and fclogvar (h -> k)
+  generator G : k -> h, ReLU, h -> h, ReLU, fcxmu (h -> d), Sigmoid (inputs are MinMax-scaled)
+with h = d // 2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+#: Memory budget for the (rows x L samples x features) tensors of L-sample scoring.
+DEFAULT_SCORE_BUDGET_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Layer sizes: d features, h hidden units (d // 2 by default), k latent units."""
+
+    d: int
+    k: int
+    h: int = 0
+
+    def __post_init__(self):
+        if self.h <= 0:
+            object.__setattr__(self, "h", max(self.d // 2, 1))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` = the GPU when one is present, the CPU otherwise."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def member_generators(seeds: list[int], salt: int = 0) -> list[torch.Generator]:
+    """One CPU torch generator per stack member, derived from the member's seed only."""
+    return [torch.Generator().manual_seed(int(s) * 1_000_003 + salt) for s in seeds]
+
+
+class StackedLinear(nn.Module):
+    """S independent affine maps: (S, B, i) -> (S, B, o). Init as ``nn.Linear`` (U(-1/sqrt(i), 1/sqrt(i)))
+    from each member's own generator."""
+
+    def __init__(self, n_in: int, n_out: int, generators: list[torch.Generator]):
+        super().__init__()
+        bound = 1.0 / math.sqrt(n_in)
+        w = [torch.rand(n_in, n_out, generator=g) * 2 * bound - bound for g in generators]
+        b = [torch.rand(1, n_out, generator=g) * 2 * bound - bound for g in generators]
+        self.weight = nn.Parameter(torch.stack(w))  # (S, i, o)
+        self.bias = nn.Parameter(torch.stack(b))  # (S, 1, o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (S, B, i) -> (S, B, o)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def load_member(self, s: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Copy an ``nn.Linear`` state (weight (o, i), bias (o,)) into member s."""
+        with torch.no_grad():
+            self.weight[s].copy_(weight.T)
+            self.bias[s, 0].copy_(bias)
+
+
+class Encoder(nn.Module):
+    """E: x (S, B, d) -> (mu, logvar), each (S, B, k). ``deterministic`` AE encoders use only mu."""
+
+    def __init__(self, shape: Shape, generators: list[torch.Generator]):
+        super().__init__()
+        self.fc1 = StackedLinear(shape.d, shape.h, generators)
+        self.fc2 = StackedLinear(shape.h, shape.h, generators)
+        self.fcmu = StackedLinear(shape.h, shape.k, generators)
+        self.fclogvar = StackedLinear(shape.h, shape.k, generators)
+
+    def forward(self, x):
+        hid = torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        return self.fcmu(hid), self.fclogvar(hid)
+
+
+class Generator(nn.Module):
+    """G: z (S, B, k) -> x (S, B, d); Sigmoid output unless ``sigmoid=False`` (WGAN-GP)."""
+
+    def __init__(self, shape: Shape, generators: list[torch.Generator], sigmoid: bool = True):
+        super().__init__()
+        self.fc3 = StackedLinear(shape.k, shape.h, generators)
+        self.fc4 = StackedLinear(shape.h, shape.h, generators)
+        self.fcxmu = StackedLinear(shape.h, shape.d, generators)
+        self.sigmoid = sigmoid
+
+    def forward(self, z):
+        out = self.fcxmu(torch.relu(self.fc4(torch.relu(self.fc3(z)))))
+        return torch.sigmoid(out) if self.sigmoid else out
+
+
+class Discriminator(nn.Module):
+    """d -> h -> h -> 1 (ReLU between); Sigmoid output for a GAN, none for a WGAN critic."""
+
+    def __init__(self, shape: Shape, generators: list[torch.Generator], sigmoid: bool = True):
+        super().__init__()
+        self.fc1 = StackedLinear(shape.d, shape.h, generators)
+        self.fc2 = StackedLinear(shape.h, shape.h, generators)
+        self.out = StackedLinear(shape.h, 1, generators)
+        self.sigmoid = sigmoid
+
+    def forward(self, x):  # (S, B, d) -> (S, B)
+        logit = self.out(torch.relu(self.fc2(torch.relu(self.fc1(x))))).squeeze(-1)
+        return torch.sigmoid(logit) if self.sigmoid else logit
+
+
+def load_linear_state(module: nn.Module, state: dict, s: int = 0) -> None:
+    """Load a state_dict of plain ``nn.Linear`` layers (keys ``fc1.weight`` ...) into member s of a
+    stacked module with the same layer names (e.g. the adVAE authors' released weights)."""
+    layers = {name: m for name, m in module.named_modules() if isinstance(m, StackedLinear)}
+    expected = {f"{n}.{p}" for n in layers for p in ("weight", "bias")}
+    if set(state) != expected:
+        raise ValueError(f"state_dict keys {sorted(state)} do not match {sorted(expected)}")
+    for name, layer in layers.items():
+        w, b = state[f"{name}.weight"], state[f"{name}.bias"]
+        if tuple(w.shape) != (layer.weight.shape[2], layer.weight.shape[1]):
+            raise ValueError(f"{name}.weight has shape {tuple(w.shape)}, expected "
+                             f"{(layer.weight.shape[2], layer.weight.shape[1])}")
+        layer.load_member(s, w, b)
+
+
+def batch_indices(n_rows: int, batch_size: int, n_iterations: int, seed: int):
+    """Mini-batch row indices for one member: reshuffled epochs from the member's own seed.
+    Yields ``n_iterations`` int64 arrays (the last batch of an epoch may be shorter)."""
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n_iterations:
+        perm = rng.permutation(n_rows)
+        for start in range(0, n_rows, batch_size):
+            if done == n_iterations:
+                return
+            yield perm[start:start + batch_size]
+            done += 1
+
+
+@torch.no_grad()
+def mean_reconstruction_error(encoder: Encoder, generator: Generator, X: torch.Tensor,
+                              eps: torch.Tensor,
+                              budget_bytes: int = DEFAULT_SCORE_BUDGET_BYTES) -> torch.Tensor:
+    """adVAE/VAE anomaly score (paper Section 3.4): for each row, the squared error of the MEAN of L
+    reconstructions G(mu + sigma * eps_l), summed over features.
+
+    X: (S, n, d) or (n, d) broadcast to every member. eps: (S, L, k) standard-normal draws, shared by
+    every row of a member (common random numbers), so a row's score is a function of the row and the
+    seed alone, independent of which other rows are scored with it and of the chunk size.
+    Rows are processed in chunks so that the (S, rows, L, max(d, h)) tensors fit ``budget_bytes``.
+    Returns (S, n).
+    """
+    S, L, k = eps.shape
+    if X.dim() == 2:
+        X = X.unsqueeze(0).expand(S, -1, -1)
+    n, d = X.shape[1], X.shape[2]
+    width = max(d, encoder.fc1.weight.shape[2], k)
+    per_row = S * L * width * X.element_size() * 3  # a few live (S, rows*L, width) tensors
+    chunk = max(1, int(budget_bytes // per_row))
+    out = []
+    for start in range(0, n, chunk):
+        x = X[:, start:start + chunk]  # (S, c, d)
+        mu, logvar = encoder(x)  # (S, c, k)
+        std = torch.exp(0.5 * logvar)
+        z = mu.unsqueeze(2) + std.unsqueeze(2) * eps.unsqueeze(1)  # (S, c, L, k)
+        c = x.shape[1]
+        x_bar = generator(z.reshape(S, c * L, k)).reshape(S, c, L, d).mean(dim=2)  # (S, c, d)
+        out.append(((x - x_bar) ** 2).sum(dim=-1))  # (S, c)
+    return torch.cat(out, dim=1)

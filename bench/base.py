@@ -9,10 +9,16 @@
 - Optional, for the run record: ``history_`` (training telemetry, a dict of equal-length lists with an
   ``"iteration"`` key and one key per loss term), ``device_`` (``"cpu"``, ``"cuda"``...),
   ``flags_`` (list of health flags such as ``"loss-never-decreased"``).
-- ``fit_group(detectors, X_trains)``: the runner hands a group of runs of the same method and
-  dataset (several seeds or several settings) to this classmethod. The default fits them one by one;
-  a method may override it to train them together (e.g. stacked networks), as long as each member
-  ends up fitted exactly as if it had been fitted alone.
+- ``fit_group(detectors, X_trains)``: the runner hands a group of runs of the same method, dataset,
+  protocol and parameters except ``random_state`` (i.e. several seeds; for the ``resample`` protocol
+  each member has its own training rows) to this classmethod, at most ``max_group_size`` at once.
+  It returns one item per member: the fitted detector, or the Exception that member failed with (a
+  failing member must not take its group down). The default fits them one by one; a method may
+  override it to train them together (e.g. stacked networks), as long as each member ends up
+  fitted as if it had been fitted alone (same seed -> same scores, whatever the grouping).
+- ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).
+- ``monitored_losses``: the ``history_`` keys the "loss never decreased" health flag looks at
+  (default: all of them).
 """
 from __future__ import annotations
 
@@ -35,6 +41,10 @@ class Detector(BaseEstimator):
     version = "1"
     #: Largest group ``fit_group`` should receive at once (1 = no benefit from grouping).
     max_group_size = 1
+    #: Parameter values used by ``run --quick`` (e.g. ``{"n_iter": 300}``).
+    quick_params: dict = {}
+    #: ``history_`` keys checked by the loss-never-decreased flag (None = all).
+    monitored_losses: list | None = None
 
     def fit(self, X: np.ndarray) -> "Detector":  # pragma: no cover - interface
         raise NotImplementedError
@@ -43,5 +53,12 @@ class Detector(BaseEstimator):
         raise NotImplementedError
 
     @classmethod
-    def fit_group(cls, detectors: list["Detector"], X_trains: list[np.ndarray]) -> list["Detector"]:
-        return [det.fit(X) for det, X in zip(detectors, X_trains)]
+    def fit_group(cls, detectors: list["Detector"],
+                  X_trains: list[np.ndarray]) -> list["Detector | Exception"]:
+        out = []
+        for det, X in zip(detectors, X_trains):
+            try:
+                out.append(det.fit(X))
+            except Exception as exc:  # noqa: BLE001 - recorded as the member's failure
+                out.append(exc)
+        return out

@@ -1,0 +1,184 @@
+"""Command line: ``python run_bench.py {run,report,list,reference,perf}``; no arguments = ``run``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench import BenchError
+from bench.data import REPO_ROOT
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "paper.toml"
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = []
+        for part in _csv(text):
+            if "-" in part:
+                a, b = part.split("-")
+                seeds += list(range(int(a), int(b) + 1))
+            else:
+                seeds.append(int(part))
+        return seeds
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0,1,2 or 0-4, got {text!r}")
+
+
+def _methods(text: str) -> list[str]:
+    """Split on commas outside brackets: ``advae[m_x=1,m_z=2],ocsvm``."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_bench.py", description=(
+        "advae-bench: adVAE and baselines on five tabular anomaly-detection datasets. "
+        "Without arguments: run configs/paper.toml and write results/paper/."))
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="run an experiment (skips runs already stored as ok)")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
+    r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
+    r.add_argument("--datasets", type=_csv, help="comma-separated dataset names")
+    r.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 or 0-4")
+    r.add_argument("--protocol", help="paper or resample (default: the config's)")
+    r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
+    r.add_argument("--data-dir", help="directory holding the .mat files")
+    r.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per core)")
+    r.add_argument("--force", action="store_true", help="recompute runs already stored")
+    r.add_argument("--quick", action="store_true",
+                   help="small iteration budgets and the first seed only (a few minutes)")
+    r.add_argument("--no-report", action="store_true", help="do not write tables and figures")
+    r.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
+
+    rep = sub.add_parser("report", help="regenerate runs.csv, tables and figures from the store")
+    rep.add_argument("--out", default=str(REPO_ROOT / "results" / "paper"), help="output directory (default: %(default)s)")
+    rep.add_argument("--config", help="config whose method/dataset order the tables follow")
+    rep.add_argument("--threshold", help="recompute precision/recall/F1 with this threshold policy")
+    rep.add_argument("--alpha", type=float, help="recompute thresholds with this alpha")
+    rep.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
+
+    sub.add_parser("list", help="list registered methods, datasets, protocols and threshold policies")
+
+    ref = sub.add_parser("reference", help="score the adVAE authors' released weights (check of the evaluation path)")
+    ref.add_argument("--out", default=str(REPO_ROOT / "results" / "reference"), help="output directory (default: %(default)s)")
+    ref.add_argument("--checkpoints", help="directory holding <dataset>-encoder.pt / -decoder.pt")
+    ref.add_argument("--data-dir", help="directory holding the .mat files")
+    ref.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
+
+    perf = sub.add_parser("perf", help="time adVAE training iterations and L-sample scoring")
+    perf.add_argument("--datasets", type=_csv, help="comma-separated dataset names (default: all)")
+    perf.add_argument("--n-iter", type=int, default=200, help="iterations to time (default: %(default)s)")
+    perf.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
+    perf.add_argument("--data-dir", help="directory holding the .mat files")
+    return p
+
+
+def _cmd_run(a) -> int:
+    from bench import config, outputs, runner
+
+    exp = config.load(a.config)
+    exp = exp.restrict(a.methods, a.datasets, a.seeds, a.protocol)
+    if a.quick and a.seeds is None:
+        exp = exp.restrict(seeds=exp.seeds[:1])
+    name = exp.name + (f"-{exp.protocol}" if a.protocol else "") + ("-quick" if a.quick else "")
+    out = Path(a.out) if a.out else REPO_ROOT / "results" / name
+    workers = a.workers if a.workers > 0 else (os.cpu_count() or 1)
+    print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
+          f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
+          f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
+    try:
+        counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are stored in {out}; run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
+    print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
+          f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
+    for line in outputs.summary_lines(out)[1:]:
+        print(line, file=sys.stderr)
+    if not a.no_report:
+        written = outputs.build_report(out, method_order=exp.methods, dataset_order=exp.datasets,
+                                       training_curves=a.training_curves)
+        print(f"wrote {len(written)} files: runs.csv, tables/, figures/ in {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from bench import config, outputs
+
+    order = config.load(a.config) if a.config else None
+    written = outputs.build_report(a.out, a.threshold, a.alpha,
+                                   order.methods if order else None,
+                                   order.datasets if order else None, a.training_curves)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_list(a) -> int:
+    from bench import data, registry
+    from bench.protocols import PROTOCOLS
+    from bench.thresholds import POLICIES
+
+    print("methods:")
+    for name in registry.names():
+        ent = registry.entry(name)
+        print(f"  {name:12s} {ent.description}")
+    print("  pyod:<Class>  any PyOD detector, e.g. pyod:COPOD or pyod:KNN[n_neighbors=10]")
+    print("datasets:")
+    for name, meta in data.catalogue().items():
+        print(f"  {name:12s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "
+              f"({meta['source'].split(' (')[0]})")
+    print("protocols: " + ", ".join(PROTOCOLS))
+    print("threshold policies: " + ", ".join(POLICIES))
+    return 0
+
+
+def _cmd_reference(a) -> int:
+    from bench.reference import run_reference
+
+    df = run_reference(a.out, data_dir=a.data_dir, checkpoints_dir=a.checkpoints, L=a.L)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {Path(a.out) / 'reference.csv'} and reference.md", file=sys.stderr)
+    return 0
+
+
+def _cmd_perf(a) -> int:
+    from bench.perf import run_perf
+
+    run_perf(datasets=a.datasets, n_iter=a.n_iter, L=a.L, data_dir=a.data_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["run"]
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    handler = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
+               "reference": _cmd_reference, "perf": _cmd_perf}[args.command]
+    try:
+        return handler(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,135 @@
+"""Experiment configs: TOML files in ``configs/``.
+
+    protocol = "paper"                 # or "resample"
+    seeds = [0, 1, 2, 3, 4]
+    threshold = "kde"                  # threshold policy (bench.thresholds)
+    alpha = 0.1
+    datasets = ["letter", "cardio"]
+    methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
+
+    [[override]]                       # per-dataset parameter values (optional, repeatable)
+    methods = ["advae", "vae"]
+    datasets = ["letter"]
+    params = { lambda_ = 0.003 }
+
+Precedence of a parameter: method default < override < value written in the spec string.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench import BenchError, data, registry
+from bench.protocols import PROTOCOLS
+from bench.thresholds import POLICIES
+
+_KEYS = {"name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
+         "override"}
+
+
+@dataclass(frozen=True)
+class Override:
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    params: dict
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    protocol: str
+    seeds: tuple[int, ...]
+    threshold: str
+    alpha: float
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]
+    overrides: tuple[Override, ...] = field(default=())
+    path: str = ""
+
+    def params_for(self, method: str, dataset: str) -> dict:
+        out: dict = {}
+        for ov in self.overrides:
+            if method in ov.methods and dataset in ov.datasets:
+                out.update(ov.params)
+        return out
+
+    def restrict(self, methods=None, datasets=None, seeds=None, protocol=None) -> "Experiment":
+        exp = replace(self,
+                      methods=tuple(methods) if methods else self.methods,
+                      datasets=tuple(datasets) if datasets else self.datasets,
+                      seeds=tuple(seeds) if seeds is not None else self.seeds,
+                      protocol=protocol or self.protocol)
+        exp.validate()
+        return exp
+
+    def validate(self) -> None:
+        where = f"config {self.path or self.name}"
+        if self.protocol not in PROTOCOLS:
+            raise BenchError(f"{where}: unknown protocol {self.protocol!r}; choose one of "
+                             f"{', '.join(PROTOCOLS)}")
+        if self.threshold not in POLICIES:
+            raise BenchError(f"{where}: unknown threshold policy {self.threshold!r}; choose one of "
+                             f"{', '.join(POLICIES)}")
+        if not 0 < self.alpha < 1:
+            raise BenchError(f"{where}: alpha must be in (0, 1), got {self.alpha}")
+        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
+            raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers")
+        if not self.methods or not self.datasets:
+            raise BenchError(f"{where}: needs at least one method and one dataset")
+        for d in self.datasets:
+            data.info(d)  # unknown dataset -> BenchError with suggestions
+        for spec in self.methods:
+            name, _ = registry.parse_spec(spec)
+            if not name.startswith("pyod:"):
+                registry.entry(name)
+        for ov in self.overrides:
+            for d in ov.datasets:
+                data.info(d)
+
+
+def _as_list(value, what: str, where: str) -> list:
+    if isinstance(value, (str, int)):
+        return [value]
+    if not isinstance(value, list):
+        raise BenchError(f"{where}: {what} must be a list")
+    return value
+
+
+def load(path: str | Path) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"config file {str(path)!r} not found (configs live in configs/*.toml)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"config {path}: not valid TOML ({exc})") from exc
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise BenchError(f"config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(sorted(_KEYS))}")
+    where = f"config {path}"
+    overrides = []
+    for i, ov in enumerate(raw.get("override", [])):
+        if not isinstance(ov, dict) or set(ov) - {"methods", "datasets", "params"} or \
+                not isinstance(ov.get("params"), dict):
+            raise BenchError(f"{where}: override #{i + 1} needs methods, datasets and a params table")
+        overrides.append(Override(tuple(_as_list(ov.get("methods", []), "override methods", where)),
+                                  tuple(_as_list(ov.get("datasets", []), "override datasets", where)),
+                                  dict(ov["params"])))
+    try:
+        exp = Experiment(
+            name=str(raw.get("name", path.stem)),
+            protocol=str(raw.get("protocol", "paper")),
+            seeds=tuple(_as_list(raw.get("seeds", [0]), "seeds", where)),
+            threshold=str(raw.get("threshold", "kde")),
+            alpha=float(raw.get("alpha", 0.1)),
+            datasets=tuple(_as_list(raw.get("datasets", list(data.catalogue())), "datasets", where)),
+            methods=tuple(_as_list(raw.get("methods", []), "methods", where)),
+            overrides=tuple(overrides),
+            path=str(path),
+        )
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"{where}: {exc}") from exc
+    exp.validate()
+    return exp

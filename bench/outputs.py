@@ -43,8 +43,6 @@ def _order(df: pd.DataFrame, col: str, preferred) -> list:
 
 def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                  method_order=None, dataset_order=None, training_curves: bool = False) -> list[Path]:
-    from bench import report
-
     out_dir = Path(out_dir)
     if not (out_dir / "runs.sqlite").is_file():
         raise BenchError(f"no result store in {out_dir} (expected {out_dir / 'runs.sqlite'}); "
@@ -56,6 +54,8 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         store.close()
     if df.empty:
         raise BenchError(f"the store in {out_dir} holds no runs yet")
+    from bench import report
+
     df = _rethreshold(df, policy, alpha)
     methods = _order(df, "spec", method_order)
     datasets = _order(df, "dataset", dataset_order)

@@ -38,6 +38,7 @@ class MethodEntry:
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
+_BROKEN: dict[str, str] = {}  # method module -> why it could not be imported
 _loaded = False
 
 
@@ -61,11 +62,20 @@ def _load_all() -> None:
     _loaded = True
     import methods
 
+    # A module that fails to import must not take the other methods down; its error is shown
+    # when a method name is not found.
     for mod in pkgutil.iter_modules(methods.__path__):
         if not mod.name.startswith("_"):
-            importlib.import_module(f"methods.{mod.name}")
+            try:
+                importlib.import_module(f"methods.{mod.name}")
+            except Exception as exc:  # noqa: BLE001
+                _BROKEN[f"methods.{mod.name}"] = f"{type(exc).__name__}: {exc}"
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001
+            _BROKEN[f"entry point {ep.name}"] = f"{type(exc).__name__}: {exc}"
+            continue
         if isinstance(obj, type) and ep.name not in _REGISTRY:
             register(ep.name)(obj)
 
@@ -80,7 +90,9 @@ def entry(name: str) -> MethodEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise BenchError(f"unknown method {name!r}.{hint} (`python run_bench.py list` shows all)")
+        broken = "".join(f" [{m} failed to import: {why}]" for m, why in _BROKEN.items())
+        raise BenchError(f"unknown method {name!r}.{hint} (`python run_bench.py list` shows all)"
+                         f"{broken}")
     return _REGISTRY[name]
 
 

@@ -33,6 +33,10 @@ from bench.registry import register
 class PyODDetector(Detector):
     """Any PyOD detector by class name, e.g. ``pyod:COPOD`` or ``pyod:KNN[n_neighbors=10]``."""
 
+    #: PyOD returns D(x) = P(real) of these GAAL models as its "higher = more anomalous" score
+    #: (pyod issues #119, #237; still so in 3.6.7): their sign is flipped here, once.
+    _INVERTED = {"MO_GAAL", "SO_GAAL"}
+
     def __init__(self, detector: str = "IForest", params: dict | None = None, random_state=0):
         self.detector = detector
         self.params = params
@@ -60,7 +64,8 @@ class PyODDetector(Detector):
         return self
 
     def anomaly_score(self, X):
-        return np.asarray(self.model_.decision_function(np.asarray(X, dtype=float)), dtype=float)
+        s = np.asarray(self.model_.decision_function(np.asarray(X, dtype=float)), dtype=float)
+        return -s if self.detector in self._INVERTED else s
 
 
 class _PyODAdapter(Detector):

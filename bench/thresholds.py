@@ -57,3 +57,41 @@ def threshold(policy: str, train_scores: np.ndarray, alpha: float = DEFAULT_ALPH
     if not 0.0 < alpha < 1.0:
         raise BenchError(f"alpha must be in (0, 1), got {alpha}")
     return POLICIES[policy](np.asarray(train_scores, dtype=float), alpha)
+
+
+@register_policy("kde-grid-legacy")
+def kde_grid_legacy_threshold(train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA) -> float:
+    """The adVAE authors' own computation of the KDE threshold, for reproducing the paper's recall/F1.
+
+    Source: ``learning_threshold`` in the authors' evaluation notebook ``self_adVAE-test.ipynb``
+    (public repository WangXuhongCN/adVAE), called with 0.9 = 1 - alpha::
+
+        dens = sm.nonparametric.KDEUnivariate(train_recon_error.astype(np.float))
+        bound = np.linspace(min(train_recon_error), max(train_recon_error), 1024)
+        dens.fit(bw='silverman', gridsize=1024)
+        threshold = bound[min(np.where(dens.cdf > alpha)[0])]
+
+    What that arithmetic is (statsmodels' ``KDEUnivariate.fit``: Gaussian kernel, FFT, cut = 3),
+    reproduced here without statsmodels:
+    - bandwidth bw = 0.9 * min(std (ddof 1), IQR / 1.349) * n^(-1/5): statsmodels' "silverman" rule
+      (not scipy's, which the exact ``kde`` policy uses); the std alone when the IQR is 0;
+    - support grid: 1024 points evenly from min - 3 bw to max + 3 bw;
+    - ``dens.cdf``: the KDE's CDF at each support point (statsmodels integrates the density from -inf
+      point to point with quad and sums; here the closed form mean_i Phi((t - s_i) / bw), the value that
+      integration approximates);
+    - the index i of the first support point whose CDF EXCEEDS 1 - alpha is then read off a SECOND
+      grid, 1024 points evenly from min to max (no 3 bw margins): bound[i]. For an index in the lower
+      half of the grid bound[i] lies above support[i], so the threshold is somewhat higher than the
+      true quantile (and off by up to one grid step besides).
+    """
+    s = np.asarray(train_scores, dtype=float)
+    if np.ptp(s) == 0:  # a KDE of constant scores is undefined; the quantile is that constant
+        return float(s[0])
+    q75, q25 = np.percentile(s, [75, 25])  # scipy's scoreatpercentile: linear interpolation
+    std = np.std(s, ddof=1)
+    sigma = min(std, (q75 - q25) / 1.349) if q75 > q25 else std
+    bw = 0.9 * sigma * len(s) ** (-0.2)
+    support = np.linspace(s.min() - 3 * bw, s.max() + 3 * bw, 1024)
+    cdf = np.array([stats.norm.cdf((t - s) / bw).mean() for t in support])
+    bound = np.linspace(s.min(), s.max(), 1024)
+    return float(bound[np.flatnonzero(cdf > 1.0 - alpha).min()])

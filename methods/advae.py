@@ -1,0 +1,732 @@
+"""adVAE: self-adversarial variational autoencoder with a Gaussian anomaly prior.
+
+Wang et al., "adVAE: A self-adversarial variational autoencoder with Gaussian anomaly prior knowledge
+for anomaly detection", Knowledge-Based Systems 190 (2020) 105187, arXiv 1903.00904. The reading of
+the paper followed here, term by term, is ../shared/docs/advae-spec.md.
+
+Networks (methods/backbone.py; h = d // 2, k = latent size):
+  encoder E               x (d) -> (mu, logvar) (k each)
+  generator G             z (k) -> x_r (d), Sigmoid output (inputs are MinMax-scaled)
+  Gaussian transformer T  cat(mu, logvar) (2k) -> 2k, Sigmoid, 2k -> 2k, Sigmoid -> (mu_T, logvar_T)
+
+Losses, per sample, averaged over the mini-batch (sigma = exp(0.5 * logvar)):
+  MSE(a, b)      = sum over features of (a - b)^2                                        (paper eq. 4)
+  KL(mu, logvar) = 0.5 * sum (mu^2 + sigma^2 - logvar - 1), the POSITIVE KL to N(0, I) (eq. 5 prints
+                   its negative; the margins only make sense with the positive one)
+  KL2            = sum log(sigma_T / sigma) + (sigma^2 + (mu - mu_T)^2) / (2 sigma_T^2) - 1/2   (eq. 9)
+  [v]^+          = max(0, v), per sample
+  with (mu, logvar) = E(x), (mu_T, logvar_T) = T(mu, logvar), z ~ N(mu, sigma^2), z_T ~ N(mu_T, sigma_T^2),
+  x_r = G(z), x_Tr = G(z_T), (mu_r, logvar_r) = E(x_r), (mu_Tr, logvar_Tr) = E(x_Tr):
+  L_T   = KL2(mu, logvar || mu_T, logvar_T)                                                (eq. 9)
+  L_Gz  = MSE(x, x_r) + gamma * KL(mu_r, logvar_r)                                         (eq. 7)
+  L_GzT = [m_x - MSE(x_r, x_Tr)]^+ + gamma * [m_z - KL(mu_Tr, logvar_Tr)]^+                (eq. 8)
+  L_G   = L_Gz + L_GzT                                                                     (eq. 6)
+  L_E   = MSE(x, x_r) + lambda * KL(mu, logvar)
+          + gamma * [m_z - KL(mu_r, logvar_r)]^+ + gamma * [m_z - KL(mu_Tr, logvar_Tr)]^+     (eq. 10)
+
+One iteration (paper Algorithm 1): draw a mini-batch, encode it, sample z and z_T once; step 1 updates G
+and T on L_G + lambda * L_T (E's weights fixed, but gradients flow through E's second application to
+reach G); step 2 updates E on L_E with the updated G, the same z and z_T, and E's second application fed
+detach(x_r), detach(x_Tr). Two Adam optimizers (G+T, and E). Section 3.1's sentence "L_T + lambda L_G"
+contradicts Algorithm 1 and Fig. 2; Algorithm 1 is followed.
+
+How it is computed. ``step1_losses`` / ``step2_losses`` state the two objectives with autograd, term by
+term; they are the definition (the tests differentiate them) and they give the logged loss values.
+Training (``step1`` / ``step2``) applies the SAME gradients written out by hand (the derivative of each
+term is next to its name): these networks are so small that autograd's per-operation bookkeeping costs
+more than the arithmetic, and the hand-written steps make a 20000-iteration fit several times faster. The
+tests check the hand-written gradients against autograd's for every switch setting.
+
+Switches (the paper's ablations, Section 4.6, are settings of this one implementation):
+  transformer=False      no T: no L_T and no z_T pipeline (every term with x_Tr is gone)
+  encoder_hinge=False    E does not discriminate: no gamma terms anywhere (neither E's hinges in L_E nor
+                         G's gamma * KL(mu_r, logvar_r) and gamma * [m_z - KL(mu_Tr, logvar_Tr)]^+)
+  generator_hinge=False  G does not discriminate: no [m_x - MSE(x_r, x_Tr)]^+
+  e-advae = transformer=False, generator_hinge=False: step 1 trains G on MSE(x, x_r) + gamma * KL(E(x_r));
+            step 2 trains E on MSE(x, x_r) + lambda * KL(mu, logvar) + gamma * [m_z - KL(E(x_r))]^+
+  g-advae = encoder_hinge=False: step 1 trains G and T on MSE(x, x_r) + lambda * L_T
+            + [m_x - MSE(x_r, x_Tr)]^+; step 2 trains E on the plain VAE loss MSE(x, x_r) + lambda * KL
+  transformer=False with generator_hinge=True is an error (the generator hinge needs z_T from T).
+
+Anomaly score (Section 3.4): the squared error of the MEAN of L = 1000 reconstructions G(mu + sigma eps_l),
+summed over features (backbone.mean_reconstruction_error; the eps_l come from the run's seed and are
+shared by every row, so a row's score depends only on the row and the seed, whatever the chunking, up to
+float32 rounding: a CPU matrix product may round a row differently depending on how many rows it
+multiplies at once). Higher = more anomalous.
+
+Stacking: every operation of the hand-written steps gives member s bit-identical results whatever S, so
+a member trained in a stack ends up exactly as trained alone (hence the exp-based sigmoid and the
+non-fused Adam below).
+"""
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.base import Detector
+from bench.registry import register
+from bench.telemetry import LossLog
+from methods.backbone import (Encoder, Generator, Shape, StackedLinear, batch_indices,
+                              load_linear_state, mean_reconstruction_error, member_generators,
+                              pick_device)
+
+#: Salts of each member's torch generators: weight init uses 0 (backbone), training noise (z, z_T)
+#: NOISE_SALT, the L scoring samples SCORE_SALT. All derive from the member's seed only.
+NOISE_SALT = 1
+SCORE_SALT = 2
+#: Iterations whose mini-batches and noise are prepared at once (fewer small operations per step).
+FEED_BLOCK = 64
+
+
+# ---- loss terms (per sample: (..., features or k) -> (...)) ---------------------------------------
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L_MSE(a, b) = ||a - b||^2, summed over features (paper eq. 4)."""
+    return ((a - b) ** 2).sum(dim=-1)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """L_KLD(mu, sigma) = KL(N(mu, sigma^2) || N(0, I)) = 0.5 sum (mu^2 + sigma^2 - logvar - 1) >= 0.
+    d/dmu = mu, d/dlogvar = 0.5 (sigma^2 - 1)."""
+    return 0.5 * (mu ** 2 + logvar.exp() - logvar - 1.0).sum(dim=-1)
+
+
+def kl2(mu: torch.Tensor, logvar: torch.Tensor, mu_T: torch.Tensor,
+        logvar_T: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(N(mu, sigma^2) || N(mu_T, sigma_T^2)) = sum log(sigma_T / sigma)
+    + (sigma^2 + (mu - mu_T)^2) / (2 sigma_T^2) - 1/2 (paper eq. 9).
+    d/dmu_T = (mu_T - mu) / sigma_T^2, d/dlogvar_T = 0.5 - 0.5 (sigma^2 + (mu - mu_T)^2) / sigma_T^2."""
+    return (0.5 * (logvar_T - logvar) + 0.5 * (logvar.exp() + (mu - mu_T) ** 2) * (-logvar_T).exp()
+            - 0.5).sum(dim=-1)
+
+
+def hinge(v: torch.Tensor) -> torch.Tensor:
+    """[v]^+ = max(0, v), elementwise (applied per sample, before the batch mean); d/dv = 1[v > 0]."""
+    return torch.relu(v)
+
+
+# ---- networks -----------------------------------------------------------------------------------
+class GaussianTransformer(nn.Module):
+    """T (paper Section 3.1): (mu, logvar) (S, B, k) each -> (mu_T, logvar_T) (S, B, k) each, through
+    cat(mu, logvar) (2k) -> 2k, Sigmoid, 2k -> 2k, Sigmoid, and two linear heads. Layer names follow
+    the authors' code (fct1, fct2, fctmu, fctlogvar)."""
+
+    def __init__(self, k: int, generators: list[torch.Generator]):
+        super().__init__()
+        self.fct1 = StackedLinear(2 * k, 2 * k, generators)
+        self.fct2 = StackedLinear(2 * k, 2 * k, generators)
+        self.fctmu = StackedLinear(2 * k, k, generators)
+        self.fctlogvar = StackedLinear(2 * k, k, generators)
+
+    def forward(self, mu, logvar):
+        hid = torch.sigmoid(self.fct2(torch.sigmoid(self.fct1(torch.cat((mu, logvar), dim=-1)))))
+        return self.fctmu(hid), self.fctlogvar(hid)
+
+
+
+
+_relu_backward = torch.ops.aten.threshold_backward.default  # (grad, relu output, 0)
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # (grad, sigmoid output)
+
+
+def _sigmoid_(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)), in place. Not torch.sigmoid: on the CPU its vectorised and scalar (tail) paths
+    round differently, so a member's values would depend on its place in the stack; exp's paths agree."""
+    return x.neg_().exp_().add_(1.0).reciprocal_()
+
+
+class _Net:
+    """A stacked network (E, G or T) seen as plain tensors, for hand-written gradients: trunk layers each
+    followed by ``act``, then linear heads (squashed by a Sigmoid for G). Same arithmetic as the module's
+    forward. ``params`` is in the module's ``parameters()`` order."""
+
+    def __init__(self, module: nn.Module, trunk: list[str], heads: list[str], act: str,
+                 out_sigmoid: bool = False):
+        self.trunk = [(getattr(module, n).weight, getattr(module, n).bias) for n in trunk]
+        self.heads = [(getattr(module, n).weight, getattr(module, n).bias) for n in heads]
+        self.params = [t for layer in self.trunk + self.heads for t in layer]
+        # transposed views, for the input gradients; they follow in-place updates of the weights
+        self.trunk_WT = [W.mT for W, _ in self.trunk]
+        self.heads_WT = [W.mT for W, _ in self.heads]
+        if [id(p) for p in self.params] != [id(p) for p in module.parameters()]:
+            raise RuntimeError(f"{type(module).__name__}: unexpected layers")
+        self.act_, self.act_backward = ((torch.relu_, lambda g, h: _relu_backward(g, h, 0))
+                                        if act == "relu" else (_sigmoid_, _sigmoid_backward))
+        self.out_sigmoid = out_sigmoid
+
+    def forward(self, x):
+        """x (S, B, in) -> (outputs [(S, B, out) per head], activations [x, hidden 1, hidden 2])."""
+        acts = [x]
+        for W, b in self.trunk:
+            acts.append(self.act_(torch.baddbmm(b, acts[-1], W)))
+        outs = [torch.baddbmm(b, acts[-1], W) for W, b in self.heads]
+        return ([_sigmoid_(o) for o in outs] if self.out_sigmoid else outs), acts
+
+    def backward(self, outs, acts, g_outs, input_grad: bool = False, weight_grads: bool = True,
+                 out: list[torch.Tensor] | None = None, accumulate: bool = False):
+        """Back-propagate the gradients ``g_outs`` of the outputs. Returns (gradient of the input or
+        None, gradients of ``params`` or None). With ``out`` (tensors shaped like ``params``) the
+        parameter gradients are written into it, or added to it with ``accumulate``."""
+        n_trunk = len(self.trunk)
+        grads: list = [None] * len(self.params)
+        slot = (lambda j: out[j]) if out is not None else (lambda j: None)
+
+        def layer_grads(j: int, a, g):  # parameters 2j (weight) and 2j + 1 (bias), layer input a
+            if weight_grads:
+                grads[2 * j], grads[2 * j + 1] = _param_grads(a, g, slot(2 * j), slot(2 * j + 1),
+                                                              accumulate)
+
+        g_h = None
+        for j, (WT, g, o) in enumerate(zip(self.heads_WT, g_outs, outs)):
+            if self.out_sigmoid:
+                g = _sigmoid_backward(g, o)
+            layer_grads(n_trunk + j, acts[-1], g)
+            g_h = torch.bmm(g, WT) if g_h is None else torch.baddbmm(g_h, g, WT)
+        for i in reversed(range(n_trunk)):
+            g = self.act_backward(g_h, acts[i + 1])
+            layer_grads(i, acts[i], g)
+            g_h = torch.bmm(g, self.trunk_WT[i]) if (i > 0 or input_grad) else None
+        return g_h, (grads if weight_grads else None)
+
+
+def _param_grads(a: torch.Tensor, g: torch.Tensor, out_w, out_b, accumulate: bool):
+    """Gradients of a linear layer's weight, a^T g (S, i, o), and bias, g summed over rows (S, 1, o),
+    given its input a (S, B, i) and output gradient g (S, B, o); written into / added to out_w, out_b."""
+    if out_w is None:
+        return torch.bmm(a.mT, g), g.sum(dim=1, keepdim=True)
+    if accumulate:
+        return out_w.baddbmm_(a.mT, g), out_b.add_(g.sum(dim=1, keepdim=True))
+    return torch.bmm(a.mT, g, out=out_w), torch.sum(g, dim=1, keepdim=True, out=out_b)
+
+
+class _Adam:
+    """Adam (Kingma & Ba; default betas and eps) over a fixed parameter list: the arithmetic of
+    ``torch.optim.Adam(foreach=True)``, in its order, on ONE flat buffer. The parameters are re-pointed
+    to views of ``flat``, and ``grads`` are views of ``grad_flat`` that the hand-written gradients are
+    written into, so a step is a handful of operations instead of a handful per tensor (torch.optim's
+    bookkeeping costs more than the update for these small networks). Not the fused kernel: on the CPU
+    it rounds a tensor's tail differently from its body, so a member's update would depend on its place
+    in the stack. Build it after moving the networks to their device."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), float(lr), betas, eps
+        with torch.no_grad():
+            self.flat = torch.cat([p.reshape(-1) for p in self.params])
+            self.grad_flat = torch.zeros_like(self.flat)
+            self.grads, offset = [], 0
+            for p in self.params:
+                n = p.numel()
+                p.data = self.flat[offset:offset + n].view_as(p)
+                self.grads.append(self.grad_flat[offset:offset + n].view_as(p))
+                offset += n
+        self.exp_avg = torch.zeros_like(self.flat)
+        self.exp_avg_sq = torch.zeros_like(self.flat)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from the gradients currently in ``grads``."""
+        beta1, beta2 = self.betas
+        g = self.grad_flat
+        self.t += 1
+        self.exp_avg.lerp_(g, 1 - beta1)  # m = beta1 m + (1 - beta1) g
+        self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
+        bias_correction1 = 1 - beta1 ** self.t
+        bias_correction2 = 1 - beta2 ** self.t
+        denom = self.exp_avg_sq.sqrt().div_(bias_correction2 ** 0.5).add_(self.eps)
+        self.flat.addcdiv_(self.exp_avg, denom, value=(self.lr / bias_correction1) * -1)
+
+
+class _Views(NamedTuple):
+    E: _Net
+    G: _Net
+    T: _Net | None
+
+
+def _views(nets: nn.ModuleDict) -> _Views:
+    """The stacked modules as ``_Net`` views, sharing the modules' tensors (build them after the
+    optimizers, which move the parameters into flat buffers)."""
+    return _Views(_Net(nets["E"], ["fc1", "fc2"], ["fcmu", "fclogvar"], "relu"),
+                  _Net(nets["G"], ["fc3", "fc4"], ["fcxmu"], "relu", out_sigmoid=True),
+                  _Net(nets["T"], ["fct1", "fct2"], ["fctmu", "fctlogvar"], "sigmoid")
+                  if "T" in nets else None)
+
+
+class Latents(NamedTuple):
+    """Algorithm 1, line 2, for one mini-batch; every tensor (S, B, k)."""
+
+    mu: torch.Tensor  # E(x)
+    logvar: torch.Tensor
+    z: torch.Tensor  # mu + sigma * eps
+    mu_T: torch.Tensor | None  # T(mu, logvar); None without a transformer
+    logvar_T: torch.Tensor | None
+    z_T: torch.Tensor | None  # mu_T + sigma_T * eps_T
+
+
+class Iteration(NamedTuple):
+    """One mini-batch as the hand-written steps see it: x (S, b, d), its Latents, and the activations
+    of the passes through E and T that step 2 and step 1 back-propagate through."""
+
+    x: torch.Tensor
+    lat: Latents
+    E_pass: tuple
+    T_pass: tuple | None
+
+
+def _member(module: nn.Module, s: int) -> nn.Module:
+    """Member s of a stacked module as an S = 1 module, frozen, for scoring."""
+    out = copy.deepcopy(module)
+    for layer in out.modules():
+        if isinstance(layer, StackedLinear):
+            layer.weight = nn.Parameter(layer.weight.detach()[s:s + 1].clone(), requires_grad=False)
+            layer.bias = nn.Parameter(layer.bias.detach()[s:s + 1].clone(), requires_grad=False)
+    return out.eval()
+
+
+# ---- scoring and the authors' weights -------------------------------------------------------------
+def score_rows(encoder: Encoder, generator: Generator, X: np.ndarray, L: int = 1000, seed: int = 0,
+               budget_mb: float = 256) -> np.ndarray:
+    """adVAE's anomaly score (paper Section 3.4) of each row of X (n, d) with S = 1 networks: the
+    squared error of the mean of L reconstructions. The L standard-normal draws eps (L, k) come from
+    ``seed`` alone and are shared by every row; rows are scored in chunks under ``budget_mb`` MiB
+    (the result does not depend on the chunking, up to float32 rounding). Returns (n,) float64."""
+    if int(L) < 1:
+        raise ValueError(f"adVAE scoring: L must be >= 1, got {L}")
+    if not float(budget_mb) > 0:
+        raise ValueError(f"adVAE scoring: score_budget_mb must be > 0, got {budget_mb}")
+    w = encoder.fc1.weight  # (1, d, h)
+    k = encoder.fcmu.weight.shape[2]
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != w.shape[1]:
+        raise ValueError(f"adVAE scoring: expected rows of {w.shape[1]} features, got shape {X.shape}")
+    gen = member_generators([int(seed)], SCORE_SALT)[0]
+    eps = torch.randn(1, int(L), k, generator=gen).to(w.device)  # (1, L, k)
+    x = torch.from_numpy(X).to(w.device)  # (n, d)
+    s = mean_reconstruction_error(encoder.eval(), generator.eval(), x, eps,
+                                  budget_bytes=max(1, int(float(budget_mb) * 2**20)))  # (1, n)
+    return s[0].double().cpu().numpy()
+
+
+def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Encoder, Generator]:
+    """The adVAE authors' released weights (state_dicts of their Encoder: fc1, fc2, fcmu, fclogvar, and
+    Decoder: fc3, fc4, fcxmu) as an S = 1 (E, G) pair for ``score_rows``."""
+    enc = torch.load(encoder_path, map_location="cpu", weights_only=True)
+    dec = torch.load(decoder_path, map_location="cpu", weights_only=True)
+    h, d = enc["fc1.weight"].shape
+    k = enc["fcmu.weight"].shape[0]
+    shape = Shape(d, k, h)
+    gens = member_generators([0])  # any init: every weight is overwritten
+    E, G = Encoder(shape, gens), Generator(shape, gens)
+    load_linear_state(E, enc)
+    load_linear_state(G, dec)
+    for p in [*E.parameters(), *G.parameters()]:
+        p.requires_grad_(False)
+    return E.to(device).eval(), G.to(device).eval()
+
+
+# ---- the detector -------------------------------------------------------------------------------
+@register("advae", description="adVAE (Wang et al. 2020): self-adversarial VAE with a Gaussian "
+                               "transformer; score = error of the mean of L reconstructions")
+@register("e-advae", defaults={"transformer": False, "generator_hinge": False},
+          description="E-adVAE (adVAE ablation, paper 4.6): only the encoder discriminates, no T")
+@register("g-advae", defaults={"encoder_hinge": False},
+          description="G-adVAE (adVAE ablation, paper 4.6): only the generator discriminates; "
+                      "E trains as a plain VAE")
+class AdVAE(Detector):
+    """adVAE (Wang et al., KBS 2020): self-adversarial VAE with a Gaussian anomaly prior.
+
+    Parameters (paper values as defaults; configs/paper.toml sets the per-dataset ones of Table 2):
+    latent_dim (k; None -> max(1, round(d / 3))), lambda_ (weight of KL(mu, logvar) in L_E and of L_T in
+    step 1; 0.01), gamma (weight of the encoder-discrimination terms; 0.001), m_x (margin of the
+    generator hinge; 2), m_z (margin of the KL hinges; 40), n_iter (Algorithm 1 iterations; 20000),
+    batch_size (128), lr (both Adam optimizers; 1e-3), L (latent samples per scored row; 1000),
+    transformer / encoder_hinge / generator_hinge (ablation switches, see the module docstring),
+    log_every (telemetry period, iterations), score_budget_mb (memory bound of L-sample scoring, MiB),
+    device ("auto" = GPU when present), random_state (weight init, batch order, z / z_T noise, scoring
+    samples).
+    """
+
+    version = "1"
+    max_group_size = 8
+    quick_params = {"n_iter": 300}
+    # The adversarial totals need not fall; a reconstruction that never improves means a broken run.
+    monitored_losses = ["mse"]
+
+    def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
+                 m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
+                 lr: float = 1e-3, L: int = 1000, transformer: bool = True,
+                 encoder_hinge: bool = True, generator_hinge: bool = True, log_every: int = 100,
+                 score_budget_mb: float = 256, device: str = "auto", random_state: int = 0):
+        self.latent_dim = latent_dim
+        self.lambda_ = lambda_
+        self.gamma = gamma
+        self.m_x = m_x
+        self.m_z = m_z
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.lr = lr
+        self.L = L
+        self.transformer = transformer
+        self.encoder_hinge = encoder_hinge
+        self.generator_hinge = generator_hinge
+        self.log_every = log_every
+        self.score_budget_mb = score_budget_mb
+        self.device = device
+        self.random_state = random_state
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def check_params(self) -> None:
+        if self.generator_hinge and not self.transformer:
+            raise ValueError("adVAE: generator_hinge=True needs transformer=True (the generator hinge "
+                             "[m_x - MSE(x_r, x_Tr)]^+ compares G(z) with G(z_T), and z_T comes from T); "
+                             "with transformer=false set generator_hinge=false too (that is e-advae)")
+        for name in ("n_iter", "batch_size", "L", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"adVAE: {name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_dim is not None and int(self.latent_dim) < 1:
+            raise ValueError(f"adVAE: latent_dim must be >= 1 or None, got {self.latent_dim}")
+        for name in ("lambda_", "gamma", "lr"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"adVAE: {name} must be >= 0, got {getattr(self, name)}")
+        if not float(self.score_budget_mb) > 0:
+            raise ValueError(f"adVAE: score_budget_mb must be > 0, got {self.score_budget_mb}")
+
+    def latent_size(self, d: int) -> int:
+        return max(1, round(d / 3)) if self.latent_dim is None else int(self.latent_dim)
+
+    def build_networks(self, d: int, seeds: list[int]) -> nn.ModuleDict:
+        """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
+        shape = Shape(d, self.latent_size(d))
+        gens = member_generators(seeds)
+        nets = {"E": Encoder(shape, gens), "G": Generator(shape, gens)}
+        if self.transformer:
+            nets["T"] = GaussianTransformer(shape.k, gens)
+        return nn.ModuleDict(nets)
+
+    def build_optimizers(self, nets: nn.ModuleDict) -> tuple[_Adam, _Adam]:
+        """Algorithm 1's two Adam optimizers: G and T (step 1), E (step 2). Parameter order: G's then
+        T's, E's (each in ``parameters()`` order), as the hand-written gradients come. The networks'
+        parameters become views of the optimizers' flat buffers (build after ``.to(device)``)."""
+        gt = [*nets["G"].parameters(), *(nets["T"].parameters() if "T" in nets else [])]
+        return _Adam(gt, self.lr), _Adam(list(nets["E"].parameters()), self.lr)
+
+    # ---- the objectives, with autograd (the definition; also the logged values) -----------------
+    def sample_latents(self, nets: nn.ModuleDict, x: torch.Tensor, eps: torch.Tensor) -> Latents:
+        """Algorithm 1, line 2: (mu, logvar) = E(x), (mu_T, logvar_T) = T(mu, logvar); z and z_T
+        reparameterised with eps (S, B, k), or (S, B, 2k) with a transformer (second half for z_T)."""
+        k = nets["E"].fcmu.weight.shape[2]
+        mu, logvar = nets["E"](x)  # (S, B, k)
+        z = mu + torch.exp(0.5 * logvar) * eps[..., :k]
+        if "T" not in nets:
+            return Latents(mu, logvar, z, None, None, None)
+        # T trains only in step 1, where E is frozen: its input is a constant there.
+        mu_T, logvar_T = nets["T"](mu.detach(), logvar.detach())
+        z_T = mu_T + torch.exp(0.5 * logvar_T) * eps[..., k:2 * k]
+        return Latents(mu, logvar, z, mu_T, logvar_T, z_T)
+
+    def step1_losses(self, nets: nn.ModuleDict, x: torch.Tensor, lat: Latents):
+        """Step 1 (paper eqs. 6-9): objective L_G + lambda * L_T per member (S,), and the batch mean of
+        every term {name: (S,)}. Differentiable w.r.t. G and T; E's first application (mu, logvar, z)
+        enters as a constant, its second application (on x_r, x_Tr) passes gradients to G."""
+        G, E = nets["G"], nets["E"]
+        z = lat.z.detach()
+        x_r = G(z)  # (S, B, d)
+        terms = {"mse": mse(x, x_r)}  # (S, B) each
+        L_Gz, L_GzT = terms["mse"], None
+        if self.encoder_hinge:
+            terms["kl_r"] = kl_divergence(*E(x_r))  # KL(mu_r, logvar_r)
+            L_Gz = L_Gz + self.gamma * terms["kl_r"]
+        if lat.z_T is not None:
+            x_Tr = G(lat.z_T)
+            if self.encoder_hinge:
+                terms["kl_Tr"] = kl_divergence(*E(x_Tr))  # KL(mu_Tr, logvar_Tr)
+                L_GzT = self.gamma * hinge(self.m_z - terms["kl_Tr"])
+            if self.generator_hinge:
+                terms["mse_r_Tr"] = mse(x_r, x_Tr)
+                h = hinge(self.m_x - terms["mse_r_Tr"])
+                L_GzT = h if L_GzT is None else L_GzT + h
+        terms["L_Gz"] = L_Gz
+        if L_GzT is None:  # no discrimination on z_T (no transformer, or both hinges off)
+            L_G = L_Gz
+        else:
+            terms["L_GzT"] = L_GzT
+            L_G = L_Gz + L_GzT
+        terms["L_G"] = L_G
+        objective = L_G
+        if lat.z_T is not None:
+            terms["L_T"] = kl2(lat.mu.detach(), lat.logvar.detach(), lat.mu_T, lat.logvar_T)
+            objective = L_G + self.lambda_ * terms["L_T"]
+        return objective.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
+
+    def step2_losses(self, nets: nn.ModuleDict, x: torch.Tensor, lat: Latents):
+        """Step 2 (paper eq. 10): objective L_E per member (S,), and the batch mean of every term. With
+        the current G and the same z, z_T. MSE(x, x_r) and lambda * KL(mu, logvar) reach E through z and
+        (mu, logvar); the hinges reach E only through its second application, on detach(x_r) and
+        detach(x_Tr)."""
+        G, E = nets["G"], nets["E"]
+        x_r = G(lat.z)
+        terms = {"kl": kl_divergence(lat.mu, lat.logvar)}
+        L_E = mse(x, x_r) + self.lambda_ * terms["kl"]
+        if self.encoder_hinge:
+            L_E = L_E + self.gamma * hinge(self.m_z - kl_divergence(*E(x_r.detach())))
+            if lat.z_T is not None:
+                x_Tr = G(lat.z_T.detach())
+                L_E = L_E + self.gamma * hinge(self.m_z - kl_divergence(*E(x_Tr.detach())))
+        terms["L_E"] = L_E
+        return L_E.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
+
+    # ---- the training steps, gradients by hand --------------------------------------------------
+    def begin(self, nets: nn.ModuleDict, x: torch.Tensor, eps: torch.Tensor) -> Iteration:
+        """Algorithm 1, line 2 (as ``sample_latents``), keeping the activations for back-propagation."""
+        with torch.no_grad():
+            return self._begin(_views(nets), x, eps)
+
+    def step1(self, nets: nn.ModuleDict, opt_GT: _Adam, it: Iteration) -> list[torch.Tensor]:
+        """Algorithm 1, step 1: one Adam step of G and T on L_G + lambda * L_T (E is not updated).
+        Returns the gradients applied (G's then T's parameters)."""
+        with torch.no_grad():
+            grads = self._step1_gradients(_views(nets), it, opt_GT.grads)
+            opt_GT.step()
+        return grads
+
+    def step2(self, nets: nn.ModuleDict, opt_E: _Adam, it: Iteration) -> list[torch.Tensor]:
+        """Algorithm 1, step 2: one Adam step of E on L_E (G and T are not updated). Returns E's
+        gradients."""
+        with torch.no_grad():
+            grads = self._step2_gradients(_views(nets), it, opt_E.grads)
+            opt_E.step()
+        return grads
+
+    @staticmethod
+    def _begin(v: _Views, x: torch.Tensor, eps: torch.Tensor) -> Iteration:
+        k = v.E.heads[0][0].shape[2]
+        (mu, logvar), E_acts = v.E.forward(x)
+        z = torch.addcmul(mu, torch.exp(0.5 * logvar), eps[..., :k])
+        if v.T is None:
+            return Iteration(x, Latents(mu, logvar, z, None, None, None), (mu, logvar, E_acts), None)
+        (mu_T, logvar_T), T_acts = v.T.forward(torch.cat((mu, logvar), dim=-1))
+        z_T = torch.addcmul(mu_T, torch.exp(0.5 * logvar_T), eps[..., k:2 * k])
+        return Iteration(x, Latents(mu, logvar, z, mu_T, logvar_T, z_T), (mu, logvar, E_acts),
+                         (mu_T, logvar_T, T_acts))
+
+    def _kl_hinge_coef(self, mu, logvar, weight: float):
+        """For rows (S, R, k) of E's output: weight * 1[m_z - KL(mu, logvar) > 0] (S, R, 1), the
+        derivative of weight * [m_z - KL]^+ w.r.t. -KL; and sigma^2 = exp(logvar)."""
+        var = logvar.exp()
+        two_kl_plus_k = (mu * mu + var - logvar).sum(dim=-1, keepdim=True)  # 2 KL + k
+        active = two_kl_plus_k < 2.0 * self.m_z + mu.shape[-1]
+        return active.to(mu.dtype).mul_(weight), var
+
+    def _step1_gradients(self, v: _Views, it: Iteration, out=None) -> list[torch.Tensor]:
+        """d(L_G + lambda * L_T)/d(G, T), batch mean, written out term by term (into ``out`` if given:
+        G's then T's parameters)."""
+        G, E = v.G, v.E
+        x, lat = it.x, it.lat
+        b = x.shape[1]
+        c = 1.0 / b  # batch mean
+        with_zT = lat.z_T is not None and (self.encoder_hinge or self.generator_hinge)
+        (x_all,), G_acts = G.forward(torch.cat((lat.z, lat.z_T), dim=1) if with_zT else lat.z)
+        x_r = x_all[:, :b]  # (S, b, d); x_Tr = x_all[:, b:]
+        g_r = (x_r - x) * (2.0 * c)  # MSE(x, x_r) in L_Gz: d/dx_r = 2 (x_r - x)
+        g_all = g_r
+        if with_zT:
+            g_T = torch.zeros_like(g_r)
+            if self.generator_hinge:  # [m_x - MSE(x_r, x_Tr)]^+ in L_GzT
+                diff = x_r - x_all[:, b:]
+                active = (diff * diff).sum(dim=-1, keepdim=True) < self.m_x  # (S, b, 1)
+                g_T = diff * active.to(diff.dtype).mul_(2.0 * c)  # d/dx_Tr = 2 (x_r - x_Tr) when active
+                g_r = g_r - g_T  # d/dx_r = -2 (x_r - x_Tr) when active
+            g_all = torch.cat((g_r, g_T), dim=1)
+        if self.encoder_hinge:
+            # gamma * KL(mu_r, logvar_r) in L_Gz: d/dmu_r = gamma mu_r, d/dlogvar_r = gamma 0.5 (var - 1);
+            # gamma * [m_z - KL(mu_Tr, logvar_Tr)]^+ in L_GzT: the same with -gamma, where active.
+            # Through E (frozen: no gradient for its weights) to x_r and x_Tr.
+            (mu_e, lv_e), E_acts = E.forward(x_all)  # (S, b or 2b, k)
+            coef, var = self._kl_hinge_coef(mu_e, lv_e, -self.gamma * c)
+            if with_zT:
+                coef = torch.cat((torch.full_like(coef[:, :b], self.gamma * c), coef[:, b:]), dim=1)
+            else:
+                coef = torch.full_like(coef, self.gamma * c)
+            g_e, _ = E.backward([mu_e, lv_e], E_acts, [coef * mu_e, 0.5 * coef * (var - 1.0)],
+                                input_grad=True, weight_grads=False)
+            g_all = g_all + g_e
+        n_G = len(G.params)
+        g_z, grads = G.backward([x_all], G_acts, [g_all], input_grad=with_zT,
+                                out=None if out is None else out[:n_G])
+        if lat.z_T is None:
+            return grads
+        # lambda * L_T = lambda * KL2(mu, logvar || mu_T, logvar_T), plus what reaches z_T from G.
+        mu, logvar, mu_T, logvar_T = lat.mu, lat.logvar, lat.mu_T, lat.logvar_T
+        inv_var_T = torch.exp(-logvar_T)
+        d_mu = mu_T - mu
+        g_mu_T = d_mu * inv_var_T * (self.lambda_ * c)
+        g_lv_T = (1.0 - (logvar.exp() + d_mu * d_mu) * inv_var_T) * (0.5 * self.lambda_ * c)
+        if with_zT:  # z_T = mu_T + sigma_T eps_T: dz_T/dmu_T = 1, dz_T/dlogvar_T = 0.5 (z_T - mu_T)
+            g_zT = g_z[:, b:]
+            g_mu_T = g_mu_T + g_zT
+            g_lv_T = torch.addcmul(g_lv_T, g_zT, lat.z_T - mu_T, value=0.5)
+        _, grads_T = v.T.backward(it.T_pass[:2], it.T_pass[2], [g_mu_T, g_lv_T],
+                                  out=None if out is None else out[n_G:])
+        return grads + grads_T
+
+    def _step2_gradients(self, v: _Views, it: Iteration, out=None) -> list[torch.Tensor]:
+        """dL_E/dE, batch mean, written out term by term (into ``out`` if given); G is the updated one
+        and is not trained."""
+        G, E = v.G, v.E
+        x, lat = it.x, it.lat
+        b = x.shape[1]
+        c = 1.0 / b
+        with_zT = lat.z_T is not None and self.encoder_hinge
+        (x_all,), G_acts = G.forward(torch.cat((lat.z, lat.z_T), dim=1) if with_zT else lat.z)
+        x_r = x_all[:, :b]
+        grads = None
+        if self.encoder_hinge:
+            # gamma * [m_z - KL(E(detach(x_r)))]^+ (and the same on x_Tr): d/dmu = -gamma mu,
+            # d/dlogvar = -gamma 0.5 (var - 1), where active; only E's weights get a gradient.
+            (mu_f, lv_f), F_acts = E.forward(x_all)
+            coef, var = self._kl_hinge_coef(mu_f, lv_f, -self.gamma * c)
+            _, grads = E.backward([mu_f, lv_f], F_acts, [coef * mu_f, 0.5 * coef * (var - 1.0)],
+                                  out=out)
+        # MSE(x, x_r), x_r = G(z), back through G (frozen) to z = mu + sigma eps:
+        # dz/dmu = 1, dz/dlogvar = 0.5 (z - mu); lambda * KL(mu, logvar): lambda mu, lambda 0.5 (var - 1).
+        G_acts_r = [a[:, :b] for a in G_acts]
+        g_z, _ = G.backward([x_r], G_acts_r, [(x_r - x) * (2.0 * c)], input_grad=True,
+                            weight_grads=False)
+        mu, logvar, E_acts = it.E_pass
+        g_mu = torch.add(g_z, mu, alpha=self.lambda_ * c)
+        g_lv = torch.addcmul((logvar.exp() - 1.0) * (0.5 * self.lambda_ * c), g_z, lat.z - mu,
+                             value=0.5)
+        if grads is None:  # no hinge: this pass is the whole gradient
+            return E.backward([mu, logvar], E_acts, [g_mu, g_lv], out=out)[1]
+        if out is not None:  # add this pass's gradient to the hinge pass's
+            return E.backward([mu, logvar], E_acts, [g_mu, g_lv], out=out, accumulate=True)[1]
+        return [a + b for a, b in zip(grads, E.backward([mu, logvar], E_acts, [g_mu, g_lv])[1])]
+
+    # ---- fitting --------------------------------------------------------------------------------
+    def fit(self, X: np.ndarray) -> "AdVAE":
+        (result,) = type(self).fit_group([self], [X])
+        if isinstance(result, Exception):
+            raise result
+        return self
+
+    @classmethod
+    def fit_group(cls, detectors, X_trains):
+        """Train members (same parameters but random_state) with equal training shapes as one stack;
+        each member ends up as it would alone. Returns the fitted detector or the exception, per member."""
+        ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
+        for det in detectors[1:]:
+            other = {k: v for k, v in det.get_params().items() if k != "random_state"}
+            if other != ref:
+                raise ValueError(f"AdVAE.fit_group: members differ in parameters other than "
+                                 f"random_state ({ref} vs {other}); fit them separately")
+        Xs = [np.asarray(X, dtype=np.float32) for X in X_trains]
+        results: list = [None] * len(detectors)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, X in enumerate(Xs):
+            by_shape.setdefault(X.shape, []).append(i)
+        for members in by_shape.values():
+            try:
+                fitted = cls._fit_stack([detectors[i] for i in members], [Xs[i] for i in members])
+            except Exception as exc:  # noqa: BLE001 - every member of this stack failed with it
+                fitted = [exc] * len(members)
+            for i, res in zip(members, fitted):
+                results[i] = res
+        return results
+
+    @classmethod
+    def _fit_stack(cls, dets: list["AdVAE"], Xs: list[np.ndarray]) -> list:
+        proto = dets[0]
+        proto.check_params()
+        if Xs[0].ndim != 2 or Xs[0].shape[0] < 2 or Xs[0].shape[1] < 1:
+            raise ValueError(f"adVAE needs a 2-d training array with at least 2 rows, got shape "
+                             f"{Xs[0].shape}")
+        if not all(np.isfinite(X).all() for X in Xs):
+            raise ValueError("adVAE: training rows contain NaN or inf")
+        device = pick_device(proto.device)
+        seeds = [int(det.random_state) for det in dets]
+        d = Xs[0].shape[1]
+        nets = proto.build_networks(d, seeds).to(device)
+        X = torch.from_numpy(np.stack(Xs)).to(device)  # (S, n, d)
+        log = LossLog(len(dets), every=int(proto.log_every))
+        proto.train_stack(nets, X, seeds, log)
+        out = []
+        for s, det in enumerate(dets):
+            if log.diverged[s] is not None:
+                out.append(log.diverged[s])
+                continue
+            det.encoder_ = _member(nets["E"], s)
+            det.generator_ = _member(nets["G"], s)
+            det.transformer_ = _member(nets["T"], s) if "T" in nets else None
+            det.shape_ = Shape(d, proto.latent_size(d))
+            det.n_features_in_ = d
+            det.device_ = str(device)
+            det.history_ = log.history[s]
+            out.append(det)
+        return out
+
+    def train_stack(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
+        """Algorithm 1 for a stack of S members, X (S, n, d). Every ``log_every`` iterations (and at the
+        last) the value of every loss term is recorded per member; a non-finite value marks that member
+        diverged (LossLog), and training stops once every member has."""
+        opt_GT, opt_E = self.build_optimizers(nets)  # before the views: parameters move to flat buffers
+        n_iter, every = int(self.n_iter), int(self.log_every)
+        k = nets["E"].fcmu.weight.shape[2]
+        feed = _Feed(X, int(self.batch_size), n_iter, seeds, (2 if "T" in nets else 1) * k)
+        v = _views(nets)
+        with torch.no_grad():
+            for i, (x, eps) in enumerate(feed):
+                record = i % every == 0 or i == n_iter - 1
+                it = self._begin(v, x, eps)
+                if record:  # the loss values at this iteration, from the autograd definitions
+                    _, terms1 = self.step1_losses(nets, x, it.lat)
+                self._step1_gradients(v, it, opt_GT.grads)
+                opt_GT.step()
+                if record:
+                    _, terms2 = self.step2_losses(nets, x, it.lat)
+                self._step2_gradients(v, it, opt_E.grads)
+                opt_E.step()
+                if record:
+                    log.record(i, force=True, **terms1, **terms2)
+                    if all(dv is not None for dv in log.diverged):
+                        break
+
+    # ---- scoring --------------------------------------------------------------------------------
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError("AdVAE is not fitted; call fit() first")
+        return score_rows(self.encoder_, self.generator_, X, int(self.L), int(self.random_state),
+                          self.score_budget_mb)
+
+
+class _Feed:
+    """Mini-batches and training noise of a stack, prepared FEED_BLOCK iterations at a time.
+
+    Member s reshuffles its rows every epoch from its own seed (``batch_indices``) and draws its noise
+    from its own generator, one (batch_size, width) standard-normal block per iteration (a shorter last
+    batch of an epoch uses the block's first rows), so its stream is the same alone or in any stack.
+    Yields (x (S, b, d), eps (S, b, width)).
+    """
+
+    def __init__(self, X: torch.Tensor, batch_size: int, n_iter: int, seeds: list[int], width: int):
+        S, n, d = X.shape
+        self.X = X.reshape(S * n, d)
+        self.S, self.d, self.B, self.n_iter, self.width = S, d, batch_size, n_iter, width
+        self.batches = [batch_indices(n, batch_size, n_iter, s) for s in seeds]
+        self.gens = member_generators(seeds, NOISE_SALT)
+        self.offsets = (np.arange(S) * n)[:, None]  # row offset of member s in the flat X
+
+    def __iter__(self):
+        S, B, d = self.S, self.B, self.d
+        for start in range(0, self.n_iter, FEED_BLOCK):
+            m = min(FEED_BLOCK, self.n_iter - start)
+            idx = [np.stack([next(b) for b in self.batches]) + self.offsets for _ in range(m)]  # (S, b)
+            sizes = [i.shape[1] for i in idx]
+            flat = torch.from_numpy(np.concatenate([i.reshape(-1) for i in idx])).to(self.X.device)
+            xs = torch.split(self.X.index_select(0, flat), [S * b for b in sizes])
+            noise = torch.stack([torch.randn(m, B, self.width, generator=g) for g in self.gens],
+                                dim=1).to(self.X.device)  # (m, S, B, width)
+            for j, b in enumerate(sizes):
+                yield xs[j].view(S, b, d), (noise[j] if b == B else noise[j, :, :b])

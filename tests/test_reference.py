@@ -1,0 +1,94 @@
+"""The check against the adVAE authors' released weights (bench/reference.py, methods.advae.load_reference)
+and the authors' grid threshold (bench.thresholds, policy kde-grid-legacy)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from bench import BenchError, data
+from bench.data import REPO_ROOT
+from bench.protocols import make_split
+from bench.reference import COLUMNS, checkpoint_paths, run_reference
+from bench.thresholds import threshold
+from methods.advae import load_reference, score_rows
+
+torch.set_num_threads(1)
+SHARED_CHECKPOINTS = REPO_ROOT.parent / "shared" / "checkpoints" / "advae-reference"
+needs_checkpoints = pytest.mark.skipif(not (SHARED_CHECKPOINTS / "cardio-encoder.pt").is_file(),
+                                       reason=f"reference weights not found in {SHARED_CHECKPOINTS}")
+
+
+# ---- the authors' grid threshold --------------------------------------------------------------------
+@pytest.mark.parametrize("scores, expected", [
+    # values printed by the authors' code (statsmodels 0.15 KDEUnivariate, bw='silverman',
+    # gridsize=1024, read off linspace(min, max, 1024)) on these inputs
+    (np.arange(1, 201) ** 1.5 / 100, 20.683660697068916),
+    (np.exp(np.linspace(-2, 2, 300)), 4.644979895926161),
+])
+def test_kde_grid_legacy_reproduces_the_authors_code(scores, expected):
+    assert threshold("kde-grid-legacy", scores, 0.1) == pytest.approx(expected, rel=1e-12)
+    assert threshold("kde-grid-legacy", scores, 0.1) != pytest.approx(threshold("kde", scores, 0.1))
+
+
+def test_kde_grid_legacy_is_a_point_of_the_min_max_grid_and_higher_on_a_long_right_tail():
+    s = np.random.default_rng(3).lognormal(0.0, 0.8, size=2000)  # long right tail, like errors
+    thr = threshold("kde-grid-legacy", s, 0.1)
+    grid = np.linspace(s.min(), s.max(), 1024)
+    assert np.isclose(grid, thr, rtol=0, atol=1e-12).any()
+    assert thr > threshold("kde", s, 0.1)
+    assert threshold("kde-grid-legacy", np.full(5, 2.5), 0.1) == 2.5  # constant scores
+
+
+# ---- loading the authors' weights --------------------------------------------------------------------
+def test_load_reference_maps_the_authors_layers(tmp_path):
+    torch.manual_seed(0)
+    d, h, k = 10, 5, 3
+    enc = nn.ModuleDict({"fc1": nn.Linear(d, h), "fc2": nn.Linear(h, h), "fcmu": nn.Linear(h, k),
+                         "fclogvar": nn.Linear(h, k)})
+    dec = nn.ModuleDict({"fc3": nn.Linear(k, h), "fc4": nn.Linear(h, h), "fcxmu": nn.Linear(h, d)})
+    torch.save(enc.state_dict(), tmp_path / "enc.pt")
+    torch.save(dec.state_dict(), tmp_path / "dec.pt")
+    E, G = load_reference(tmp_path / "enc.pt", tmp_path / "dec.pt")
+    x = torch.rand(4, d)
+    with torch.no_grad():
+        hid = torch.relu(enc["fc2"](torch.relu(enc["fc1"](x))))
+        mu, logvar = E(x.unsqueeze(0))
+        torch.testing.assert_close(mu[0], enc["fcmu"](hid))
+        torch.testing.assert_close(logvar[0], enc["fclogvar"](hid))
+        z = torch.randn(4, k)
+        out = torch.sigmoid(dec["fcxmu"](torch.relu(dec["fc4"](torch.relu(dec["fc3"](z))))))
+        torch.testing.assert_close(G(z.unsqueeze(0))[0], out)
+    s = score_rows(E, G, x.numpy(), L=50, seed=1)
+    assert s.shape == (4,) and np.isfinite(s).all()
+    np.testing.assert_array_equal(s, score_rows(E, G, x.numpy(), L=50, seed=1))
+
+
+def test_missing_checkpoint_names_every_place_looked(tmp_path):
+    with pytest.raises(BenchError) as err:
+        checkpoint_paths("no-such-dataset", tmp_path)
+    assert str(tmp_path) in str(err.value) and "WangXuhongCN/adVAE" in str(err.value)
+
+
+# ---- the real weights on the real data ----------------------------------------------------------------
+@pytest.mark.integration
+@needs_checkpoints
+def test_reference_weights_give_finite_scores_that_rank_anomalies_high():
+    split = make_split(data.load("cardio"), "paper")
+    E, G = load_reference(*checkpoint_paths("cardio"))
+    rows = np.r_[np.flatnonzero(split.y_test == 0)[:150], np.flatnonzero(split.y_test == 1)[:50]]
+    s = score_rows(E, G, split.X_test[rows], L=200, seed=0)
+    assert np.isfinite(s).all() and (s >= 0).all()
+    assert roc_auc_score(split.y_test[rows], s) > 0.9  # the authors' trained model works here
+
+
+@pytest.mark.integration
+@needs_checkpoints
+def test_run_reference_writes_the_table(tmp_path):
+    df = run_reference(tmp_path, datasets=["pendigits"], L=50)
+    assert list(df.columns) == COLUMNS and len(df) == 2
+    assert set(df["threshold_policy"]) == {"kde", "kde-grid-legacy"}
+    assert df["auc"].iloc[0] == df["auc"].iloc[1] > 0.9  # ranking metrics do not depend on the threshold
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reference.csv"), df, check_exact=False)
+    assert "| pendigits | kde-grid-legacy |" in (tmp_path / "reference.md").read_text()

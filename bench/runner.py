@@ -26,7 +26,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from bench import BenchError, data, registry
+from bench import data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split

@@ -1,0 +1,132 @@
+"""WGAN-GP baseline on adVAE's backbone (Wang et al., KBS 2020, Section 4.4; Gulrajani et al.,
+"Improved Training of Wasserstein GANs", NIPS 2017, Algorithm 1).
+
+Networks (methods/backbone.py): generator = adVAE's G without the output Sigmoid (k -> h -> h -> d),
+z ~ N(0, I) of size k; critic f = d -> h -> h -> 1 without output activation.
+
+Critic loss per critic step, on b real rows x, b generated rows x~ = G(z) and b interpolates
+x^ = u x + (1 - u) x~ with u ~ U[0, 1) per row (a point on the segment between a real and a generated row):
+    loss_critic = mean f(x~) - mean f(x) + 10 * mean (||grad_x^ f(x^)||_2 - 1)^2
+Generator loss: loss_G = -mean f(G(z)).
+One iteration = one generator update, preceded by n_critic = 5 critic updates, each on a fresh real
+mini-batch and fresh noise (Algorithm 1). So n_iter = 20000 (adVAE's budget counted in generator
+updates) means 100000 critic updates and five times the real rows of the other baselines.
+
+Optimiser: Adam with lr 1e-3, adVAE's learning rate (the paper's deep baselines share adVAE's optimiser
+settings), and betas (0.5, 0.9), the WGAN-GP authors' choice for their low-dimensional experiments
+(gan_toy.py of github.com/igul222/improved_wgan_training: Adam(1e-4, beta1=0.5, beta2=0.9); the paper's
+Algorithm 1 lists lr 1e-4, beta1 = 0, beta2 = 0.9). Their lr 1e-4 is not used: the comparison keeps
+adVAE's. Batch 128. lr, beta1 and beta2 are parameters.
+
+Score: -f(x) (the critic rates real rows high), in float64; higher = more anomalous.
+
+Telemetry (means over the n_critic critic steps of an iteration, then the generator step):
+loss_critic, wasserstein = mean f(x) - mean f(x~) (the critic's estimate of the distance between the
+data and the generator, which Gulrajani et al. show tracks sample quality), gp (the penalty
+before the factor 10) and loss_G. Health check (``monitored_losses``): the critic loss legitimately
+rises back towards 0 as the generator improves, and loss_G moves with the critic's offset; the flag
+watches ``wasserstein``, which rises from ~0 while the critic learns and must fall as G approaches
+the data. If it never falls below its early level, the generator never got closer to the data by the
+critic's own measure: a broken run.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.registry import register
+from bench.telemetry import LossLog
+from methods.ae import StackBatches, StackNoise, StackedDeepDetector, all_diverged, chunked
+from methods.backbone import Discriminator, Generator
+
+#: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
+_NORM_EPS = 1e-12
+
+
+def interpolates(real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """x^ = u * real + (1 - u) * fake: (S, b, d), (S, b, d), (S, b, 1) -> (S, b, d)."""
+    return u * real + (1.0 - u) * fake
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor):
+    """Gulrajani et al. eq. (3): mean over the b interpolates of (||grad_x f(x^)||_2 - 1)^2, per member.
+    Returns (gp (S,), x^ (S, b, d)). ``create_graph`` so the penalty trains the critic."""
+    x_hat = interpolates(real, fake.detach(), u).detach().requires_grad_(True)  # (S, b, d)
+    # Rows and members are independent, so the gradient of the sum is each row's own gradient.
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)  # (S, b, d)
+    norm = torch.sqrt((grad ** 2).sum(dim=-1) + _NORM_EPS)  # (S, b)
+    return ((norm - 1.0) ** 2).mean(dim=1), x_hat
+
+
+@register("wgan-gp")
+class WGANGP(StackedDeepDetector):
+    """WGAN-GP on adVAE's backbone (critic d -> h -> h -> 1, no output activations, gradient penalty 10,
+    5 critic steps per generator step); score = -f(x).
+
+    Parameters: n_iter (20000 generator updates), n_critic (5 critic updates per generator update),
+    gp_weight (10), batch_size (128), lr (1e-3), beta1 (0.5), beta2 (0.9) (Adam, both networks),
+    latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when present), random_state.
+    """
+
+    monitored_losses = ["wasserstein"]
+
+    def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
+                 batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
+                 latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
+                 random_state: int = 0):
+        self.n_iter = n_iter
+        self.n_critic = n_critic
+        self.gp_weight = gp_weight
+        self.batch_size = batch_size
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.latent_dim = latent_dim
+        self.log_every = log_every
+        self.device = device
+        self.random_state = random_state
+
+    def _build(self, shape, gens):
+        return nn.ModuleDict({"G": Generator(shape, gens, sigmoid=False),
+                              "D": Discriminator(shape, gens, sigmoid=False)})  # D is the critic f
+
+    def _train(self, nets, X, seeds, log: LossLog):
+        G, f = nets["G"], nets["D"]
+        k = G.fc3.weight.shape[1]
+        n_critic = int(self.n_critic)
+        if n_critic < 1:
+            raise ValueError(f"wgan-gp: n_critic must be >= 1, got {self.n_critic}")
+        betas = (float(self.beta1), float(self.beta2))
+        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=betas)
+        opt_f = torch.optim.Adam(f.parameters(), lr=self.lr, betas=betas)
+        n_iter = int(self.n_iter)
+        batches = StackBatches(X.shape[1], int(self.batch_size), n_iter * n_critic, seeds)
+        noise = StackNoise(seeds, X.device)
+        for it in range(n_iter):
+            sums = {"loss_critic": 0.0, "wasserstein": 0.0, "gp": 0.0}
+            for _ in range(n_critic):
+                real = batches.next(X)  # (S, b, d)
+                b = real.shape[1]
+                with torch.no_grad():
+                    fake = G(noise.normal(b, k))  # (S, b, d)
+                gp, _ = gradient_penalty(f, real, fake, noise.uniform(b, 1))  # (S,)
+                w = f(real).mean(1) - f(fake).mean(1)  # (S,) Wasserstein estimate
+                loss_f = -w + self.gp_weight * gp
+                opt_f.zero_grad(set_to_none=True)
+                loss_f.sum().backward()
+                opt_f.step()
+                for key, val in (("loss_critic", loss_f), ("wasserstein", w), ("gp", gp)):
+                    sums[key] = sums[key] + val.detach() / n_critic
+
+            loss_g = -f(G(noise.normal(int(self.batch_size), k))).mean(1)  # (S,)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.sum().backward(inputs=list(G.parameters()))
+            opt_g.step()
+
+            log.record(it, force=it == n_iter - 1, loss_G=loss_g.detach(), **sums)
+            if all_diverged(log):
+                break
+
+    def _score(self, X):
+        f = self.networks_["D"]
+        return chunked(lambda x: -f(x.unsqueeze(0))[0].double(), X)  # (c,)

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.base import Detector
+from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
 from methods.backbone import (Encoder, Generator, Shape, StackedLinear, batch_indices,
@@ -335,7 +335,7 @@ def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Enc
 @register("g-advae", defaults={"encoder_hinge": False},
           description="G-adVAE (adVAE ablation, paper 4.6): only the generator discriminates; "
                       "E trains as a plain VAE")
-class AdVAE(Detector):
+class AdVAE(StackedFit, Detector):
     """adVAE (Wang et al., KBS 2020): self-adversarial VAE with a Gaussian anomaly prior.
 
     Parameters (paper values as defaults; configs/paper.toml sets the per-dataset ones of Table 2):
@@ -606,36 +606,6 @@ class AdVAE(Detector):
         return [a + b for a, b in zip(grads, E.backward([mu, logvar], E_acts, [g_mu, g_lv])[1])]
 
     # ---- fitting --------------------------------------------------------------------------------
-    def fit(self, X: np.ndarray) -> "AdVAE":
-        (result,) = type(self).fit_group([self], [X])
-        if isinstance(result, Exception):
-            raise result
-        return self
-
-    @classmethod
-    def fit_group(cls, detectors, X_trains):
-        """Train members (same parameters but random_state) with equal training shapes as one stack;
-        each member ends up as it would alone. Returns the fitted detector or the exception, per member."""
-        ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
-        for det in detectors[1:]:
-            other = {k: v for k, v in det.get_params().items() if k != "random_state"}
-            if other != ref:
-                raise ValueError(f"AdVAE.fit_group: members differ in parameters other than "
-                                 f"random_state ({ref} vs {other}); fit them separately")
-        Xs = [np.asarray(X, dtype=np.float32) for X in X_trains]
-        results: list = [None] * len(detectors)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, X in enumerate(Xs):
-            by_shape.setdefault(X.shape, []).append(i)
-        for members in by_shape.values():
-            try:
-                fitted = cls._fit_stack([detectors[i] for i in members], [Xs[i] for i in members])
-            except Exception as exc:  # noqa: BLE001 - every member of this stack failed with it
-                fitted = [exc] * len(members)
-            for i, res in zip(members, fitted):
-                results[i] = res
-        return results
-
     @classmethod
     def _fit_stack(cls, dets: list["AdVAE"], Xs: list[np.ndarray]) -> list:
         proto = dets[0]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.base import Detector
+from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
 from methods.backbone import (Encoder, Generator, Shape, StackedLinear, batch_indices,
@@ -87,7 +87,7 @@ def all_diverged(log: LossLog) -> bool:
     return all(d is not None for d in log.diverged)
 
 
-class StackedDeepDetector(Detector):
+class StackedDeepDetector(StackedFit, Detector):
     """Base of the deep baselines on the stacked backbone. A subclass defines ``__init__`` (with at
     least n_iter, batch_size, lr, latent_dim, log_every, device, random_state), ``_build`` (the stacked
     networks), ``_train`` (the training loop, recording every loss term in the LossLog) and ``_score``
@@ -111,36 +111,6 @@ class StackedDeepDetector(Detector):
         """Called on each fitted member with its own training rows (n, d), networks already copied."""
 
     # ---- fitting ------------------------------------------------------------------------------
-    def fit(self, X: np.ndarray) -> "StackedDeepDetector":
-        (result,) = type(self).fit_group([self], [X])
-        if isinstance(result, Exception):
-            raise result
-        return self
-
-    @classmethod
-    def fit_group(cls, detectors, X_trains):
-        """Train members with equal training shapes as one stack (at most ``max_group_size``; the
-        runner enforces it). Members differing in any parameter but ``random_state`` are an error."""
-        ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
-        for det in detectors[1:]:
-            other = {k: v for k, v in det.get_params().items() if k != "random_state"}
-            if other != ref:
-                raise ValueError(f"{cls.__name__}.fit_group: members differ in parameters other than "
-                                 f"random_state ({ref} vs {other}); fit them separately")
-        Xs = [np.asarray(X, dtype=np.float32) for X in X_trains]
-        results: list = [None] * len(detectors)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, X in enumerate(Xs):
-            by_shape.setdefault(X.shape, []).append(i)
-        for members in by_shape.values():
-            try:
-                fitted = cls._fit_stack([detectors[i] for i in members], [Xs[i] for i in members])
-            except Exception as exc:  # noqa: BLE001 - every member of this stack failed with it
-                fitted = [exc] * len(members)
-            for i, res in zip(members, fitted):
-                results[i] = res
-        return results
-
     @classmethod
     def _fit_stack(cls, dets, Xs):
         proto = dets[0]

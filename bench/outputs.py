@@ -105,8 +105,8 @@ def summary_lines(out_dir) -> list[str]:
                                                      df.status.value_counts().items())]
     bad = df[(df.status != "ok") | (df["flags"].fillna("") != "")]
     for r in bad.head(20).itertuples():
-        lines.append(f"  {r.status:10s} {r.spec} / {r.dataset} / seed {r.seed}: "
-                     f"{r.error or ''} {r.flags or ''}".rstrip())
+        why = " ".join(str(v) for v in (r.error, r.flags) if isinstance(v, str) and v)
+        lines.append(f"  {r.status:10s} {r.spec} / {r.dataset} / seed {r.seed}: {why}".rstrip())
     if len(bad) > 20:
         lines.append(f"  ... and {len(bad) - 20} more (see runs.csv)")
     return lines

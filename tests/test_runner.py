@@ -73,6 +73,10 @@ def test_failures_are_isolated_and_recorded(tmp_path, fakes):
     assert ok.status == "ok" and 0 <= ok.auc <= 1 and np.isfinite(ok.threshold)
     assert ok.dataset_sha256 == "574cf04d1a9da56f17e737c89c1fc7ec9163723ee59b461dd68364af346d000f"
     assert '"torch"' in ok.versions and ok.device == "cpu" and ok.fit_seconds >= 0
+    lines = outputs.summary_lines(tmp_path)
+    assert lines[0].startswith("8 runs stored:") and "failed 4" in lines[0]
+    assert any("test-raise / letter / seed 0: ValueError: boom" in line for line in lines)
+    assert not any(line.rstrip().endswith("nan") for line in lines)  # no missing error printed as "nan"
 
 
 def test_resume_after_interrupt(tmp_path, fakes):

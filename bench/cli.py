@@ -106,16 +106,17 @@ def _cmd_run(a) -> int:
     try:
         counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
     except KeyboardInterrupt:
+        outputs.remember_order(out, exp.methods, exp.datasets)
         print(f"interrupted: finished runs are stored in {out}; run the same command again to "
               "resume", file=sys.stderr)
         return 130
+    outputs.remember_order(out, exp.methods, exp.datasets)
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
     for line in outputs.summary_lines(out)[1:]:
         print(line, file=sys.stderr)
     if not a.no_report:
-        written = outputs.build_report(out, method_order=exp.methods, dataset_order=exp.datasets,
-                                       training_curves=a.training_curves)
+        written = outputs.build_report(out, training_curves=a.training_curves)
         print(f"wrote {len(written)} files: runs.csv, tables/, figures/ in {out}", file=sys.stderr)
     return 0
 

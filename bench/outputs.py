@@ -41,6 +41,20 @@ def _order(df: pd.DataFrame, col: str, preferred) -> list:
     return first + [x for x in seen if x not in first]
 
 
+ORDER_FILE = "order.json"
+
+
+def remember_order(out_dir, methods, datasets) -> None:
+    """Keep the experiment's method and dataset order beside the store, so that ``report`` without a
+    config lays tables out as the run did. A later run with other methods appends to the order."""
+    path = Path(out_dir) / ORDER_FILE
+    old = json.loads(path.read_text()) if path.is_file() else {"methods": [], "datasets": []}
+    new = {"methods": list(dict.fromkeys([*old["methods"], *methods])),
+           "datasets": list(dict.fromkeys([*old["datasets"], *datasets]))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=1) + "\n")
+
+
 def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                  method_order=None, dataset_order=None, training_curves: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
@@ -57,6 +71,11 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
     from bench import report
 
     df = _rethreshold(df, policy, alpha)
+    remembered = out_dir / ORDER_FILE
+    if remembered.is_file() and (method_order is None or dataset_order is None):
+        order = json.loads(remembered.read_text())
+        method_order = order["methods"] if method_order is None else method_order
+        dataset_order = order["datasets"] if dataset_order is None else dataset_order
     methods = _order(df, "spec", method_order)
     datasets = _order(df, "dataset", dataset_order)
     df["_m"] = df.spec.map(methods.index)

@@ -154,3 +154,20 @@ def test_report_regenerates_from_the_store(tmp_path, fakes):
     import pandas as pd
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert set(runs[runs.status == "ok"].threshold_policy) == {"percentile"}
+
+
+def test_report_keeps_the_experiment_order(tmp_path, fakes):
+    """``report`` without a config lays the table out in the run's method order, not in the order runs
+    happened to finish; a later run with more methods appends to it."""
+    runner.run_experiment(_exp(["pca", "test-ok"], seeds=(0,)), tmp_path, workers=1, progress=False)
+    outputs.remember_order(tmp_path, ["test-ok", "pca"], ["letter"])
+    outputs.remember_order(tmp_path, ["pca", "test-const"], ["letter"])
+    outputs.build_report(tmp_path)
+    rows = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "auc.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| :")]
+    assert rows == ["test-ok", "pca"]
+    runner.run_experiment(_exp(["test-const"], seeds=(0,)), tmp_path, workers=1, progress=False)
+    outputs.build_report(tmp_path)
+    rows = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "auc.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| :")]
+    assert rows == ["test-ok", "pca", "test-const"]

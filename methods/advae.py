@@ -60,7 +60,6 @@ non-fused Adam below).
 """
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -70,14 +69,10 @@ from torch import nn
 from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (Encoder, Generator, Shape, StackedLinear, batch_indices,
-                              load_linear_state, mean_reconstruction_error, member_generators,
-                              pick_device)
+from methods.backbone import (NOISE_SALT, SCORE_SALT, Encoder, Generator, Shape, StackedLinear,
+                              batch_indices, latent_size, load_linear_state, mean_reconstruction_error,
+                              member_copy, member_generators, pick_device)
 
-#: Salts of each member's torch generators: weight init uses 0 (backbone), training noise (z, z_T)
-#: NOISE_SALT, the L scoring samples SCORE_SALT. All derive from the member's seed only.
-NOISE_SALT = 1
-SCORE_SALT = 2
 #: Iterations whose mini-batches and noise are prepared at once (fewer small operations per step).
 FEED_BLOCK = 64
 
@@ -276,16 +271,6 @@ class Iteration(NamedTuple):
     T_pass: tuple | None
 
 
-def _member(module: nn.Module, s: int) -> nn.Module:
-    """Member s of a stacked module as an S = 1 module, frozen, for scoring."""
-    out = copy.deepcopy(module)
-    for layer in out.modules():
-        if isinstance(layer, StackedLinear):
-            layer.weight = nn.Parameter(layer.weight.detach()[s:s + 1].clone(), requires_grad=False)
-            layer.bias = nn.Parameter(layer.bias.detach()[s:s + 1].clone(), requires_grad=False)
-    return out.eval()
-
-
 # ---- scoring and the authors' weights -------------------------------------------------------------
 def score_rows(encoder: Encoder, generator: Generator, X: np.ndarray, L: int = 1000, seed: int = 0,
                budget_mb: float = 256) -> np.ndarray:
@@ -395,7 +380,7 @@ class AdVAE(StackedFit, Detector):
             raise ValueError(f"adVAE: score_budget_mb must be > 0, got {self.score_budget_mb}")
 
     def latent_size(self, d: int) -> int:
-        return max(1, round(d / 3)) if self.latent_dim is None else int(self.latent_dim)
+        return latent_size(self.latent_dim, d)
 
     def build_networks(self, d: int, seeds: list[int]) -> nn.ModuleDict:
         """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
@@ -627,9 +612,9 @@ class AdVAE(StackedFit, Detector):
             if log.diverged[s] is not None:
                 out.append(log.diverged[s])
                 continue
-            det.encoder_ = _member(nets["E"], s)
-            det.generator_ = _member(nets["G"], s)
-            det.transformer_ = _member(nets["T"], s) if "T" in nets else None
+            det.encoder_ = member_copy(nets["E"], s)
+            det.generator_ = member_copy(nets["G"], s)
+            det.transformer_ = member_copy(nets["T"], s) if "T" in nets else None
             det.shape_ = Shape(d, proto.latent_size(d))
             det.n_features_in_ = d
             det.device_ = str(device)

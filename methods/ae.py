@@ -19,7 +19,6 @@ so a member's scores do not depend on the group it trained in.
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
@@ -28,30 +27,11 @@ from torch import nn
 from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (Encoder, Generator, Shape, StackedLinear, batch_indices,
-                              member_generators, pick_device)
+from methods.backbone import (NOISE_SALT, Encoder, Generator, Shape, batch_indices,
+                              latent_size, member_copy, member_generators, pick_device)
 
-#: Salt of the per-member generator for training noise (latent samples, interpolation weights,
-#: dropout masks); weight init uses salt 0. Scoring noise uses SCORE_SALT.
-NOISE_SALT = 1
-SCORE_SALT = 2
 #: Rows per chunk when scoring a deterministic network (bounds memory only; scores do not depend on it).
 SCORE_CHUNK = 8192
-
-
-def resolve_latent_dim(latent_dim: int | None, d: int) -> int:
-    """adVAE's latent size: the configured one, else about d / 3 (the authors' k is ~d/3)."""
-    return max(1, round(d / 3)) if latent_dim is None else int(latent_dim)
-
-
-def member_copy(module: nn.Module, s: int) -> nn.Module:
-    """Member s of a stacked module as an S = 1 module (frozen, for scoring)."""
-    out = copy.deepcopy(module)
-    for layer in out.modules():
-        if isinstance(layer, StackedLinear):
-            layer.weight = nn.Parameter(layer.weight.detach()[s:s + 1].clone(), requires_grad=False)
-            layer.bias = nn.Parameter(layer.bias.detach()[s:s + 1].clone(), requires_grad=False)
-    return out.eval()
 
 
 class StackNoise:
@@ -125,7 +105,7 @@ class StackedDeepDetector(StackedFit, Detector):
             raise ValueError(f"{cls.__name__}: training rows contain NaN or inf")
         device = pick_device(proto.device)
         seeds = [int(det.random_state) for det in dets]
-        shape = Shape(d, resolve_latent_dim(proto.latent_dim, d))
+        shape = Shape(d, latent_size(proto.latent_dim, d))
         nets = proto._build(shape, member_generators(seeds)).to(device)
         X = torch.from_numpy(np.stack(Xs)).to(device)  # (S, n, d)
         log = LossLog(len(dets), every=proto.log_every)

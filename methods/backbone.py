@@ -14,6 +14,7 @@ with h = d // 2.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,18 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+#: Salts of each member's torch generators: weight init uses 0, training noise (latent samples,
+#: interpolation weights, dropout masks) NOISE_SALT, the L scoring samples SCORE_SALT. All derive
+#: from the member's seed only, so a member's streams are the same alone or in a stack.
+NOISE_SALT = 1
+SCORE_SALT = 2
+
+
+def latent_size(latent_dim: int | None, d: int) -> int:
+    """adVAE's latent size k: the configured one, else about d / 3 (the authors' k is ~d/3)."""
+    return max(1, round(d / 3)) if latent_dim is None else int(latent_dim)
 
 
 def member_generators(seeds: list[int], salt: int = 0) -> list[torch.Generator]:
@@ -141,6 +154,16 @@ class Discriminator(nn.Module):
     def forward(self, x):  # (S, B, d) -> (S, B)
         logit = self.out(torch.relu(self.fc2(torch.relu(self.fc1(x))))).squeeze(-1)
         return sigmoid(logit) if self.sigmoid else logit
+
+
+def member_copy(module: nn.Module, s: int) -> nn.Module:
+    """Member s of a stacked module as an S = 1 module, frozen, for scoring."""
+    out = copy.deepcopy(module)
+    for layer in out.modules():
+        if isinstance(layer, StackedLinear):
+            layer.weight = nn.Parameter(layer.weight.detach()[s:s + 1].clone(), requires_grad=False)
+            layer.bias = nn.Parameter(layer.bias.detach()[s:s + 1].clone(), requires_grad=False)
+    return out.eval()
 
 
 def load_linear_state(module: nn.Module, state: dict, s: int = 0) -> None:

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from bench.registry import register
-from methods.ae import SCORE_SALT, StackedDeepDetector, squared_error
-from methods.backbone import Encoder, Generator, mean_reconstruction_error, member_generators
+from methods.ae import StackedDeepDetector, squared_error
+from methods.backbone import SCORE_SALT, Encoder, Generator, mean_reconstruction_error, member_generators
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

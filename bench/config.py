@@ -13,6 +13,10 @@
     params = { lambda_ = 0.003 }
 
 Precedence of a parameter: method default < override < value written in the spec string.
+
+``base = "paper.toml"`` (a path relative to the config's folder) starts from another config: every key
+written here replaces the base's, and the base's ``[[override]]`` blocks come first, this file's after
+(so a later block wins for the same parameter).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from bench import BenchError, data, registry
 from bench.protocols import PROTOCOLS
 from bench.thresholds import POLICIES
 
-_KEYS = {"name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
+_KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
          "override"}
 
 
@@ -96,10 +100,13 @@ def _as_list(value, what: str, where: str) -> list:
     return value
 
 
-def load(path: str | Path) -> Experiment:
-    path = Path(path)
+def _read(path: Path, seen: tuple = ()) -> dict:
+    """The config's keys with its ``base`` chain merged in (the base's overrides first)."""
     if not path.is_file():
-        raise BenchError(f"config file {str(path)!r} not found (configs live in configs/*.toml)")
+        where = f" (base of {seen[-1]})" if seen else ""
+        raise BenchError(f"config file {str(path)!r} not found{where} (configs live in configs/*.toml)")
+    if path.resolve() in seen:
+        raise BenchError(f"config {path}: base chain loops back to itself")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -108,6 +115,23 @@ def load(path: str | Path) -> Experiment:
     if unknown:
         raise BenchError(f"config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
                          f"allowed: {', '.join(sorted(_KEYS))}")
+    if "base" not in raw:
+        return raw
+    if not isinstance(raw["base"], str):
+        raise BenchError(f"config {path}: base must be a file name, e.g. \"paper.toml\"")
+    merged = {k: v for k, v in _read(path.parent / raw["base"], (*seen, path.resolve())).items()
+              if k not in ("name", "base")}  # the name is this file's, not the base's
+    own = {k: v for k, v in raw.items() if k != "base"}
+    overrides = [*merged.get("override", []), *own.get("override", [])]
+    merged.update(own)
+    if overrides:
+        merged["override"] = overrides
+    return merged
+
+
+def load(path: str | Path) -> Experiment:
+    path = Path(path)
+    raw = _read(path)
     where = f"config {path}"
     overrides = []
     for i, ov in enumerate(raw.get("override", [])):

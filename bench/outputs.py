@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import BenchError
+from bench import BenchError, registry
 from bench.metrics import METRICS, evaluate
 from bench.store import Store
 from bench.thresholds import threshold as compute_threshold
@@ -35,9 +35,19 @@ def _rethreshold(df: pd.DataFrame, policy: str | None, alpha: float | None) -> p
     return df
 
 
+def _canonical(spec: str) -> str:
+    """A spec as the store writes it (parameters sorted), so a config's spelling finds its runs."""
+    try:
+        return registry.format_spec(*registry.parse_spec(spec))
+    except BenchError:
+        return spec
+
+
 def _order(df: pd.DataFrame, col: str, preferred) -> list:
     seen = list(dict.fromkeys(df[col]))
-    first = [x for x in (preferred or []) if x in seen]
+    if col == "spec":
+        preferred = [_canonical(x) for x in (preferred or [])]
+    first = [x for x in dict.fromkeys(preferred or []) if x in seen]
     return first + [x for x in seen if x not in first]
 
 

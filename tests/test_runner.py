@@ -171,3 +171,11 @@ def test_report_keeps_the_experiment_order(tmp_path, fakes):
     rows = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "auc.md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| :")]
     assert rows == ["test-ok", "pca", "test-const"]
+
+
+def test_order_matches_specs_however_spelt():
+    import pandas as pd
+    df = pd.DataFrame({"spec": ["lof", "advae[generator_hinge=false,transformer=false]", "advae"]})
+    wanted = ["advae", "advae[transformer=false, generator_hinge=false]", "lof"]
+    assert outputs._order(df, "spec", wanted) == ["advae", "advae[generator_hinge=false,transformer=false]",
+                                                  "lof"]

@@ -79,7 +79,8 @@ class StackedDeepDetector(StackedFit, Detector):
 
     # ---- subclass hooks ---------------------------------------------------------------------
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
-        raise NotImplementedError
+        """adVAE's encoder E and generator G (the AE and VAE networks); GANs and DAGMM override."""
+        return nn.ModuleDict({"E": Encoder(shape, gens), "G": Generator(shape, gens)})
 
     def _train(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
         raise NotImplementedError
@@ -192,9 +193,6 @@ class AE(StackedDeepDetector):
         self.log_every = log_every
         self.device = device
         self.random_state = random_state
-
-    def _build(self, shape, gens):
-        return nn.ModuleDict({"E": Encoder(shape, gens), "G": Generator(shape, gens)})
 
     def _train(self, nets, X, seeds, log):
         E, G = nets["E"], nets["G"]

@@ -17,11 +17,10 @@ drawn once per call from the run's seed, so a row's score depends only on the ro
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from bench.registry import register
 from methods.ae import StackedDeepDetector, squared_error
-from methods.backbone import SCORE_SALT, Encoder, Generator, mean_reconstruction_error, member_generators
+from methods.backbone import SCORE_SALT, mean_reconstruction_error, member_generators
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -55,9 +54,6 @@ class VAE(StackedDeepDetector):
         self.log_every = log_every
         self.device = device
         self.random_state = random_state
-
-    def _build(self, shape, gens):
-        return nn.ModuleDict({"E": Encoder(shape, gens), "G": Generator(shape, gens)})
 
     def _train(self, nets, X, seeds, log):
         E, G = nets["E"], nets["G"]

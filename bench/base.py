@@ -38,7 +38,7 @@ class Detector(BaseEstimator):
     """Base class: subclass, define ``__init__`` (store only), ``fit`` and ``anomaly_score``."""
 
     #: Bump when a change to the implementation should invalidate stored runs of this method.
-    version = "1"
+    version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     #: Largest group ``fit_group`` should receive at once (1 = no benefit from grouping).
     max_group_size = 1
     #: Parameter values used by ``run --quick`` (e.g. ``{"n_iter": 300}``).

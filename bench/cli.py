@@ -143,6 +143,8 @@ def _cmd_list(a) -> int:
         ent = registry.entry(name)
         print(f"  {name:12s} {ent.description}")
     print("  pyod:<Class>  any PyOD detector, e.g. pyod:COPOD or pyod:KNN[n_neighbors=10]")
+    print("  (the paper's SOD row is pyod:SOD, PyOD's transductive SOD, which scores a test batch "
+          "against itself; the default sod scores rows against the training rows)")
     print("datasets:")
     for name, meta in data.catalogue().items():
         print(f"  {name:12s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "

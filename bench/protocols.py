@@ -1,7 +1,10 @@
 """Evaluation protocols (../shared/docs/protocol.md): which rows train, which test, and scaling.
 
 Clean training: no anomaly ever reaches ``fit``. MinMax is fitted on the training rows only and
-applied to both sets; test values may leave [0, 1] (no silent clipping).
+applied to both sets; test values may leave [0, 1] (no silent clipping). The scaling is scikit-learn's
+``MinMaxScaler`` itself, as in the authors' notebook: its arithmetic is ``X * scale_ + min_``, which
+differs from ``(X - lo) / range`` by an ulp now and then, and an ulp moves rows across the bin edges of
+binned methods (HBOS on letter's integer-valued features).
 """
 from __future__ import annotations
 
@@ -54,11 +57,12 @@ SEED_FREE = {"paper"}
 
 
 def minmax(X_train: np.ndarray, X_test: np.ndarray):
-    """Scale by the training rows' range; a feature constant on the training rows gets range 1."""
-    lo = X_train.min(axis=0)
-    rng = X_train.max(axis=0) - lo
-    rng[rng == 0] = 1.0
-    return (X_train - lo) / rng, (X_test - lo) / rng
+    """scikit-learn's ``MinMaxScaler`` fitted on the training rows (no clipping). A feature constant on
+    the training rows gets range 1 (the scaler's own rule for a zero range), so it maps to 0 there."""
+    from sklearn.preprocessing import MinMaxScaler
+
+    scaler = MinMaxScaler(clip=False).fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test)
 
 
 def make_split(ds: Dataset, protocol: str, seed: int = 0) -> Split:

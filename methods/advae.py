@@ -334,7 +334,7 @@ class AdVAE(StackedFit, Detector):
     samples).
     """
 
-    version = "1"
+    version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
     # The adversarial totals need not fall; a reconstruction that never improves means a broken run.

@@ -73,7 +73,7 @@ class StackedDeepDetector(StackedFit, Detector):
     networks), ``_train`` (the training loop, recording every loss term in the LossLog) and ``_score``
     (S = 1 networks -> (n,) float64 scores); optionally ``_after_fit`` (e.g. DAGMM's mixture)."""
 
-    version = "1"
+    version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
 

@@ -164,7 +164,7 @@ class MOGAAL(Detector):
     random_state: seed of the weight init, noise and batch order.
     """
 
-    version = "1"
+    version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     quick_params = {"stop_epochs": 3}
     monitored_losses = ["loss_D"]
 

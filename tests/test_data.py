@@ -28,7 +28,8 @@ def test_checksum_shape_and_paper_split(name):
     assert split.X_test.shape == (n_test, meta["features"])
     assert int(split.y_test.sum()) == n_anom
     assert ds.y[split.train_idx].sum() == 0  # clean training
-    assert np.allclose(split.X_train.min(0), 0) and split.X_train.max() <= 1.0
+    # MinMaxScaler's X * scale_ + min_ may overshoot 1 by an ulp (the authors' arithmetic, kept)
+    assert np.allclose(split.X_train.min(0), 0) and split.X_train.max() <= 1.0 + 1e-12
 
 
 def test_satellite_is_not_the_odds_satellite():

@@ -30,6 +30,23 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must look like 0,1,2 or 0-4, got {text!r}")
 
 
+def _sweep(text: str):
+    from bench import BenchError
+    from bench.config import parse_sweep
+
+    try:
+        return parse_sweep(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"contamination rates must look like 0,0.01,0.02, got {text!r}")
+
+
 def _methods(text: str) -> list[str]:
     """Split on commas outside brackets: ``advae[m_x=1,m_z=2],ocsvm``."""
     out, depth, cur = [], 0, ""
@@ -58,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", type=_csv, help="comma-separated dataset names")
     r.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 or 0-4")
     r.add_argument("--protocol", help="paper or resample (default: the config's)")
+    r.add_argument("--sweep", action="append", type=_sweep, metavar="METHOD:PARAM=V1,V2,...",
+                   help="sweep one parameter, e.g. advae:m_x=0.5,1,1.5 (repeatable; replaces the "
+                        "config's sweeps)")
+    r.add_argument("--contamination", type=_rates, metavar="R1,R2,...",
+                   help="contaminated training sets at these rates, e.g. 0,0.01,0.02 (synthetic "
+                        "ADASYN anomalies; protocol <protocol>+adasyn=<rate>)")
     r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
     r.add_argument("--data-dir", help="directory holding the .mat files")
     r.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per core)")
@@ -94,7 +117,7 @@ def _cmd_run(a) -> int:
     from bench import config, outputs, runner
 
     exp = config.load(a.config)
-    exp = exp.restrict(a.methods, a.datasets, a.seeds, a.protocol)
+    exp = exp.restrict(a.methods, a.datasets, a.seeds, a.protocol, a.sweep, a.contamination)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = exp.name + (f"-{exp.protocol}" if a.protocol else "") + ("-quick" if a.quick else "")

@@ -12,7 +12,22 @@
     datasets = ["letter"]
     params = { lambda_ = 0.003 }
 
+    [[sweep]]                          # one parameter over values (optional, repeatable)
+    methods = ["advae"]
+    param = "m_x"
+    values = [0.5, 1.0, 1.5, 2.0, 2.5]
+
+    contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
+
 Precedence of a parameter: method default < override < value written in the spec string.
+
+A sweep adds one spec per value, ``advae[m_x=0.5]`` ..., to ``methods`` (after the listed ones); the
+swept value is written in the spec, so it wins over an override of the same parameter, and every other
+parameter still takes its per-dataset override ("m_x over five values, the rest at Table 2"). On the
+command line: ``--sweep "advae:m_x=0.5,1,1.5"`` (``a+b:param=v1,v2`` for several methods).
+
+``contamination`` runs the protocol once per rate r as ``<protocol>+adasyn=<r>`` (bench.protocols:
+synthetic anomalies from held-out anomalies, r of the training rows).
 
 ``base = "paper.toml"`` (a path relative to the config's folder) starts from another config: every key
 written here replaces the base's, and the base's ``[[override]]`` blocks come first, this file's after
@@ -25,11 +40,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import BenchError, data, registry
-from bench.protocols import PROTOCOLS
+from bench.protocols import parse_protocol, protocol_name
 from bench.thresholds import POLICIES
 
 _KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
-         "override"}
+         "override", "sweep", "contamination"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,31 @@ class Override:
     methods: tuple[str, ...]
     datasets: tuple[str, ...]
     params: dict
+
+
+@dataclass(frozen=True)
+class Sweep:
+    methods: tuple[str, ...]  # spec strings the values are written into
+    param: str
+    values: tuple
+
+    def specs(self) -> list[str]:
+        out = []
+        for spec in self.methods:
+            name, params = registry.parse_spec(spec)
+            out += [registry.format_spec(name, {**params, self.param: v}) for v in self.values]
+        return out
+
+
+def parse_sweep(text: str) -> Sweep:
+    """The command line's short form ``advae:m_x=0.5,1,1.5`` (``advae+vae:lambda_=0.01,0.1``)."""
+    head, colon, body = text.partition(":")
+    param, eq, values = body.partition("=")
+    parsed = [registry._parse_value(v) for v in values.split(",") if v.strip()] if eq else []
+    if not colon or not head.strip() or not param.strip().isidentifier() or not parsed:
+        raise BenchError(f"malformed sweep {text!r}; expected METHOD[+METHOD...]:PARAM=V1,V2,..., "
+                         "e.g. advae:m_x=0.5,1,1.5")
+    return Sweep(tuple(m.strip() for m in head.split("+")), param.strip(), tuple(parsed))
 
 
 @dataclass(frozen=True)
@@ -50,6 +90,15 @@ class Experiment:
     methods: tuple[str, ...]
     overrides: tuple[Override, ...] = field(default=())
     path: str = ""
+    sweeps: tuple[Sweep, ...] = field(default=())  # already expanded into ``methods``
+    contamination: tuple[float, ...] = field(default=())
+
+    @property
+    def protocols(self) -> list[str]:
+        """The protocol, or one contaminated variant of it per rate."""
+        if not self.contamination:
+            return [self.protocol]
+        return [protocol_name(self.protocol, r) for r in self.contamination]
 
     def params_for(self, method: str, dataset: str) -> dict:
         out: dict = {}
@@ -58,20 +107,37 @@ class Experiment:
                 out.update(ov.params)
         return out
 
-    def restrict(self, methods=None, datasets=None, seeds=None, protocol=None) -> "Experiment":
+    def restrict(self, methods=None, datasets=None, seeds=None, protocol=None, sweeps=None,
+                 contamination=None) -> "Experiment":
+        """The experiment with command-line choices applied. Sweeps given here replace the config's
+        and add their specs to ``methods`` (to the config's methods unless ``methods`` is given)."""
+        base_methods = tuple(methods) if methods else self.methods
+        if sweeps:
+            old = {s for sw in self.sweeps for s in sw.specs()}
+            keep = tuple(m for m in base_methods if m not in old) if not methods else base_methods
+            base_methods = tuple(dict.fromkeys([*keep, *(s for sw in sweeps for s in sw.specs())]))
         exp = replace(self,
-                      methods=tuple(methods) if methods else self.methods,
+                      methods=base_methods,
                       datasets=tuple(datasets) if datasets else self.datasets,
                       seeds=tuple(seeds) if seeds is not None else self.seeds,
-                      protocol=protocol or self.protocol)
+                      protocol=protocol or self.protocol,
+                      sweeps=tuple(sweeps) if sweeps else self.sweeps,
+                      contamination=tuple(contamination) if contamination is not None
+                      else self.contamination)
         exp.validate()
         return exp
 
     def validate(self) -> None:
         where = f"config {self.path or self.name}"
-        if self.protocol not in PROTOCOLS:
-            raise BenchError(f"{where}: unknown protocol {self.protocol!r}; choose one of "
-                             f"{', '.join(PROTOCOLS)}")
+        try:
+            base, rate = parse_protocol(self.protocol)
+            for r in self.contamination:
+                parse_protocol(protocol_name(base, r))
+        except BenchError as exc:
+            raise BenchError(f"{where}: {exc}") from None
+        if rate is not None and self.contamination:
+            raise BenchError(f"{where}: protocol {self.protocol!r} already names a contamination "
+                             "rate; give rates either there or in contamination, not both")
         if self.threshold not in POLICIES:
             raise BenchError(f"{where}: unknown threshold policy {self.threshold!r}; choose one of "
                              f"{', '.join(POLICIES)}")
@@ -141,6 +207,18 @@ def load(path: str | Path) -> Experiment:
         overrides.append(Override(tuple(_as_list(ov.get("methods", []), "override methods", where)),
                                   tuple(_as_list(ov.get("datasets", []), "override datasets", where)),
                                   dict(ov["params"])))
+    sweeps = []
+    for i, sw in enumerate(raw.get("sweep", [])):
+        if not isinstance(sw, dict) or set(sw) != {"methods", "param", "values"} or \
+                not isinstance(sw.get("param"), str) or not isinstance(sw.get("values"), list) or \
+                not sw["values"]:
+            raise BenchError(f"{where}: sweep #{i + 1} needs methods, param (a name) and values (a "
+                             "non-empty list), e.g. methods = [\"advae\"], param = \"m_x\", "
+                             "values = [1.0, 2.0]")
+        sweeps.append(Sweep(tuple(_as_list(sw["methods"], "sweep methods", where)), sw["param"],
+                            tuple(sw["values"])))
+    methods = list(_as_list(raw.get("methods", []), "methods", where))
+    methods = list(dict.fromkeys([*methods, *(s for sw in sweeps for s in sw.specs())]))
     try:
         exp = Experiment(
             name=str(raw.get("name", path.stem)),
@@ -149,9 +227,12 @@ def load(path: str | Path) -> Experiment:
             threshold=str(raw.get("threshold", "kde")),
             alpha=float(raw.get("alpha", 0.1)),
             datasets=tuple(_as_list(raw.get("datasets", list(data.catalogue())), "datasets", where)),
-            methods=tuple(_as_list(raw.get("methods", []), "methods", where)),
+            methods=tuple(methods),
             overrides=tuple(overrides),
             path=str(path),
+            sweeps=tuple(sweeps),
+            contamination=tuple(float(r) for r in _as_list(raw.get("contamination", []),
+                                                            "contamination", where)),
         )
     except (TypeError, ValueError) as exc:
         raise BenchError(f"{where}: {exc}") from exc

@@ -120,7 +120,19 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                         written.append(report.write_training_curves(
                             hist, out_dir / "figures" / suffix / "training" / f"{name}.png",
                             f"{r.spec} on {r.dataset}, seed {r.seed} ({r.protocol})"))
+    from bench import sensitivity
+    from bench.data import REPO_ROOT
+
+    meta = {"threshold": ",".join(sorted(set(df.threshold_policy.dropna()))),
+            "alpha": ",".join(f"{a:g}" for a in sorted(set(df.alpha.dropna()))),
+            "seeds": _seed_text(df.seed)}
+    written += sensitivity.write_all(df, out_dir, meta, REPO_ROOT / "published", methods, datasets)
     return written
+
+
+def _seed_text(seeds) -> str:
+    s = sorted({int(x) for x in seeds})
+    return f"{s[0]}-{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 1 else ",".join(map(str, s))
 
 
 def summary_lines(out_dir) -> list[str]:

@@ -21,8 +21,9 @@ class Split:
     X_train: np.ndarray  # (n_train, d) scaled
     X_test: np.ndarray  # (n_test, d) scaled
     y_test: np.ndarray  # (n_test,)
-    train_idx: np.ndarray
+    train_idx: np.ndarray  # the dataset's rows among the training rows (synthetic ones come after)
     test_idx: np.ndarray
+    n_synthetic: int = 0  # synthetic anomalies appended to the training rows (contaminated protocols)
 
 
 def _paper_indices(ds: Dataset, seed: int):
@@ -52,8 +53,87 @@ def _resample_indices(ds: Dataset, seed: int):
 
 #: protocol name -> (dataset, seed) -> (train indices, test indices).
 PROTOCOLS = {"paper": _paper_indices, "resample": _resample_indices}
-#: Protocols whose split does not depend on the seed.
+#: Protocols whose split does not depend on the seed (a contaminated variant always does).
 SEED_FREE = {"paper"}
+
+# ---- contaminated training sets (paper Figure 9 (f)) ---------------------------------------------
+#: ``<protocol>+adasyn=<rate>``: the protocol's split, then synthetic anomalies made by ADASYN from
+#: anomalies held out of the test set are added to the training rows, ``rate`` of them after adding.
+CONTAMINATION_TAG = "adasyn"
+#: Share of the anomalies held out of the test set as ADASYN's donors (chosen from the seed).
+DONOR_SHARE = 0.5
+MAX_CONTAMINATION = 0.5
+POOL_PER_DONOR = 10
+
+
+def protocol_name(base: str, contamination: float | None = None) -> str:
+    return base if contamination is None else f"{base}+{CONTAMINATION_TAG}={float(contamination):g}"
+
+
+def parse_protocol(name: str) -> tuple[str, float | None]:
+    """``"paper"`` -> ("paper", None); ``"paper+adasyn=0.02"`` -> ("paper", 0.02). BenchError if bad."""
+    base, _, option = str(name).partition("+")
+    if base not in PROTOCOLS:
+        raise BenchError(f"unknown protocol {base!r}; choose one of {', '.join(PROTOCOLS)} "
+                         f"(optionally contaminated: e.g. paper+{CONTAMINATION_TAG}=0.02)")
+    if not option:
+        return base, None
+    tag, _, value = option.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = None
+    if tag != CONTAMINATION_TAG or rate is None or not 0 <= rate < MAX_CONTAMINATION:
+        raise BenchError(f"malformed protocol {name!r}: expected {base}+{CONTAMINATION_TAG}=RATE with "
+                         f"0 <= RATE < {MAX_CONTAMINATION} (the share of synthetic anomalies in the "
+                         "training rows)")
+    return base, rate
+
+
+def _contaminate(ds: Dataset, train: np.ndarray, test: np.ndarray, rate: float, seed: int):
+    """Leak-free contamination: a seed-chosen ``DONOR_SHARE`` of the test set's anomalies is taken out
+    of the test set (for every rate, 0 included, so the rates share one test set); imbalanced-learn's
+    ADASYN synthesises the anomalies from those donors (and, for its density weights, the training
+    normals) only, so no test row is in, or is interpolated into, the training rows. Where no donor
+    has a normal neighbour ADASYN is undefined and SMOTE (its equal-weight limit) is used. Returns (raw
+    training rows with the synthetic ones appended, the remaining test indices, the number added)."""
+    from imblearn.over_sampling import ADASYN, SMOTE
+
+    anomalies = test[ds.y[test] == 1]
+    rng = np.random.default_rng([seed, 7919])
+    n_donors = max(2, int(round(DONOR_SHARE * len(anomalies))))
+    if len(anomalies) - n_donors < 1:
+        raise BenchError(f"dataset {ds.name!r}: {len(anomalies)} anomalies are too few to hold some "
+                         "out for contamination and still test on some")
+    donors = np.sort(rng.choice(anomalies, size=n_donors, replace=False))
+    test = np.setdiff1d(test, donors)
+    n_train = len(train)
+    n_synth = int(round(rate * n_train / (1.0 - rate)))
+    if n_synth == 0:
+        return ds.X[train], test, 0
+    X = np.vstack([ds.X[train], ds.X[donors]])
+    y = np.r_[np.zeros(n_train, int), np.ones(n_donors, int)]
+    # ADASYN rounds each donor's share of the requested count to an integer, so a small request
+    # (letter at 0.5%: 6 rows over 50 donors) rounds to nothing. Ask for a pool of at least
+    # POOL_PER_DONOR per donor and draw the n_synth rows from it uniformly: the draw keeps ADASYN's
+    # density weighting in expectation.
+    n_pool = max(n_synth, POOL_PER_DONOR * n_donors)
+    strategy, k = {1: n_donors + n_pool}, min(5, n_donors - 1)
+    try:
+        X_res, _ = ADASYN(sampling_strategy=strategy, n_neighbors=k,
+                          random_state=seed).fit_resample(X, y)
+    except RuntimeError:
+        # No donor has a normal row among its neighbours (optdigits: the anomalies form their own
+        # cluster), so ADASYN's weights are 0/0. Their limit is equal weights, which is SMOTE, the
+        # fallback imbalanced-learn itself names.
+        X_res, _ = SMOTE(sampling_strategy=strategy, k_neighbors=k,
+                         random_state=seed).fit_resample(X, y)
+    pool = X_res[len(X):]  # imbalanced-learn appends the new rows after the input
+    if len(pool) < n_synth:
+        raise BenchError(f"dataset {ds.name!r}: ADASYN made {len(pool)} rows, {n_synth} needed for "
+                         f"rate {rate}")
+    synthetic = pool[np.sort(rng.choice(len(pool), size=n_synth, replace=False))]
+    return np.vstack([ds.X[train], synthetic]), test, n_synth
 
 
 def minmax(X_train: np.ndarray, X_test: np.ndarray):
@@ -66,10 +146,13 @@ def minmax(X_train: np.ndarray, X_test: np.ndarray):
 
 
 def make_split(ds: Dataset, protocol: str, seed: int = 0) -> Split:
-    if protocol not in PROTOCOLS:
-        raise BenchError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    train, test = PROTOCOLS[protocol](ds, seed)
+    base, rate = parse_protocol(protocol)
+    train, test = PROTOCOLS[base](ds, seed)
     if ds.y[train].any():
         raise BenchError(f"dataset {ds.name!r}, protocol {protocol!r}: anomalies in the training rows")
-    X_train, X_test = minmax(ds.X[train], ds.X[test])
-    return Split(X_train, X_test, ds.y[test], train, test)
+    if rate is None:
+        X_train, X_test = minmax(ds.X[train], ds.X[test])
+        return Split(X_train, X_test, ds.y[test], train, test)
+    raw_train, test, n_synth = _contaminate(ds, train, test, rate, seed)
+    X_train, X_test = minmax(raw_train, ds.X[test])
+    return Split(X_train, X_test, ds.y[test], train, test, n_synthetic=n_synth)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import platform
 import subprocess
@@ -73,14 +74,14 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                 extra = {**registry.entry(name).cls.quick_params, **extra}
             det, name, params = registry.build(spec, extra)
             version = getattr(type(det), "version", "1")
-            for seed in exp.seeds:
+            for protocol, seed in itertools.product(exp.protocols, exp.seeds):
                 p = dict(params)
                 if "random_state" in p:
                     p["random_state"] = int(seed)
                 pj = _jsonable(p)
                 key = hashlib.sha256(json.dumps(
-                    [name, version, pj, ds.sha256, exp.protocol, int(seed)]).encode()).hexdigest()[:24]
-                runs.append(Run(key, canonical, name, pj, dataset, ds.sha256, exp.protocol, int(seed)))
+                    [name, version, pj, ds.sha256, protocol, int(seed)]).encode()).hexdigest()[:24]
+                runs.append(Run(key, canonical, name, pj, dataset, ds.sha256, protocol, int(seed)))
     return runs
 
 

@@ -1,0 +1,150 @@
+"""Sweeps as configuration, the contaminated-training protocol, and the sensitivity outputs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import BenchError, config, data, outputs, runner, sensitivity
+from bench.cli import main
+from bench.data import REPO_ROOT
+from bench.protocols import PROTOCOLS, make_split, parse_protocol
+from bench.store import Store
+
+PAPER = REPO_ROOT / "configs" / "paper.toml"
+
+
+def _config(tmp_path, text):
+    path = tmp_path / "exp.toml"
+    path.write_text(f'base = "{PAPER}"\n' + text)
+    return config.load(path)
+
+
+def test_sweep_expands_into_specs_and_keeps_other_overrides(tmp_path):
+    exp = _config(tmp_path, 'methods = ["ocsvm"]\n[[sweep]]\nmethods = ["advae"]\nparam = "m_x"\n'
+                            'values = [0.5, 1.5]\n')
+    assert exp.methods == ("ocsvm", "advae[m_x=0.5]", "advae[m_x=1.5]")
+    exp = exp.restrict(datasets=["cardio"])
+    runs = [r for r in runner.expand(exp) if r.method == "advae"]
+    assert sorted({r.params["m_x"] for r in runs}) == [0.5, 1.5]
+    # every other parameter at paper.toml's cardio values (Table 2)
+    assert {(r.params["lambda_"], r.params["m_z"], r.params["latent_dim"]) for r in runs} == {(0.1, 20.0, 7)}
+
+
+def test_swept_value_wins_over_an_override_of_the_same_parameter(tmp_path):
+    exp = _config(tmp_path, 'methods = []\n[[sweep]]\nmethods = ["advae"]\nparam = "m_z"\n'
+                            'values = [10.0, 100.0]\n').restrict(datasets=["cardio"])
+    assert sorted({r.params["m_z"] for r in runner.expand(exp)}) == [10.0, 100.0]
+
+
+def test_sensitivity_config_is_figure_9():
+    exp = config.load(REPO_ROOT / "configs" / "sensitivity.toml")
+    assert len(exp.methods) == 24 and exp.seeds == (0, 1, 2, 3, 4) and len(exp.datasets) == 5
+    assert {s.param: len(s.values) for s in exp.sweeps} == {"lambda_": 7, "gamma": 5, "m_z": 7, "m_x": 5}
+
+
+@pytest.mark.parametrize("text", ["advae", "advae:m_x", "advae:m_x=", ":m_x=1", "advae:2x=1"])
+def test_malformed_sweep_is_a_clear_error(text):
+    with pytest.raises(BenchError, match="malformed sweep"):
+        config.parse_sweep(text)
+
+
+def test_malformed_sweep_on_the_command_line_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--sweep", "advae:m_x", "--datasets", "cardio"])
+    assert exc.value.code == 2
+    assert "malformed sweep" in capsys.readouterr().err
+
+
+def test_command_line_sweep_short_form():
+    sw = config.parse_sweep("advae+vae:lambda_=0.01,0.1")
+    assert sw.specs() == ["advae[lambda_=0.01]", "advae[lambda_=0.1]", "vae[lambda_=0.01]",
+                          "vae[lambda_=0.1]"]
+
+
+@pytest.mark.parametrize("name,expected", [("paper", ("paper", None)),
+                                           ("resample+adasyn=0.02", ("resample", 0.02))])
+def test_parse_protocol(name, expected):
+    assert parse_protocol(name) == expected
+
+
+@pytest.mark.parametrize("name", ["paper+adasyn=x", "paper+smote=0.1", "paper+adasyn=0.7", "papr"])
+def test_bad_protocols(name):
+    with pytest.raises(BenchError):
+        parse_protocol(name)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dataset", ["cardio", "optdigits"])
+def test_contaminated_training_set_holds_no_test_row(dataset):
+    """Synthetic rows come from held-out donors only: each lies on a segment between two donor rows,
+    no training row equals a test row, and every rate shares one test set."""
+    from sklearn.preprocessing import MinMaxScaler
+
+    from bench.protocols import _contaminate
+
+    ds = data.load(dataset)
+    train, test = PROTOCOLS["paper"](ds, 0)
+    clean = make_split(ds, "paper+adasyn=0", seed=3)
+    split = make_split(ds, "paper+adasyn=0.02", seed=3)
+    np.testing.assert_array_equal(clean.test_idx, split.test_idx)
+    donors = np.setdiff1d(test, split.test_idx)
+    assert len(donors) > 0 and ds.y[donors].all()  # only anomalies were held out
+    n_train = len(train)
+    assert split.n_synthetic == round(0.02 * n_train / 0.98) > 0
+    raw, _, _ = _contaminate(ds, train, test, 0.02, 3)
+    np.testing.assert_array_equal(raw[:n_train], ds.X[train])
+    np.testing.assert_array_equal(split.X_train, MinMaxScaler().fit(raw).transform(raw))
+    D = ds.X[donors]
+    diff = D[None, :, :] - D[:, None, :]  # (i, j, d): segment from donor i to donor j
+    for s in raw[n_train:]:
+        base = s[None, None, :] - D[:, None, :]
+        t = np.clip((diff * base).sum(-1) / np.maximum((diff * diff).sum(-1), 1e-300), 0, 1)
+        assert np.abs(base - t[..., None] * diff).max(-1).min() < 1e-9
+    test_rows = {r.tobytes() for r in ds.X[split.test_idx]}
+    assert not any(r.tobytes() in test_rows for r in raw)
+
+
+def test_sweep_figures_and_tables_equal_the_stored_runs(tmp_path):
+    """A small ocsvm sweep over nu: the sensitivity table's means are the stored runs' means."""
+    out = tmp_path / "res"
+    code = main(["run", "--config", str(REPO_ROOT / "configs" / "classical.toml"), "--datasets",
+                 "cardio,letter", "--methods", "lof", "--sweep", "ocsvm:nu=0.05,0.1,0.2",
+                 "--protocol", "resample", "--seeds", "0,1", "--out", str(out), "--workers", "1"])
+    assert code == 0
+    table = pd.read_csv(out / "tables" / "sensitivity-ap.csv")
+    store = Store(out)
+    try:
+        df = store.latest()
+    finally:
+        store.close()
+    for dataset in ("cardio", "letter"):
+        for nu in (0.05, 0.1, 0.2):
+            runs = df[(df.spec == f"ocsvm[nu={nu}]") & (df.dataset == dataset)]
+            assert len(runs) == 2
+            got = table[(table.param == "nu") & np.isclose(table.value, nu)][dataset].iloc[0]
+            assert got == pytest.approx(runs.ap.mean(), abs=5e-5)
+    assert (out / "figures" / "sensitivity-ocsvm-nu-ap.png").stat().st_size > 10_000
+    md = (out / "tables" / "sensitivity-ap.md").read_text()
+    assert "protocol resample" in md and "seeds 0-1" in md
+
+
+def test_contamination_outputs_equal_the_stored_runs(tmp_path):
+    out = tmp_path / "res"
+    code = main(["run", "--config", str(REPO_ROOT / "configs" / "classical.toml"), "--datasets",
+                 "cardio,letter", "--methods", "ocsvm,lof", "--contamination", "0,0.02",
+                 "--seeds", "0,1", "--out", str(out), "--workers", "1"])
+    assert code == 0
+    store = Store(out)
+    try:
+        df = store.latest()
+    finally:
+        store.close()
+    assert set(df.protocol) == {"paper+adasyn=0", "paper+adasyn=0.02"}
+    table = pd.read_csv(out / "tables" / "contamination-ap.csv", index_col=0)
+    for spec in ("ocsvm", "lof"):
+        for rate, col in ((0.0, "0%"), (0.02, "2%")):
+            sub = df[(df.spec == spec) & (df.protocol == f"paper+adasyn={rate:g}")]
+            expect = sub.groupby("seed").ap.mean().mean()
+            assert table.loc[spec, col] == pytest.approx(expect, abs=5e-5)
+    assert (out / "figures" / "contamination-ap.png").is_file()

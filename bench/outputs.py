@@ -45,6 +45,8 @@ def _rethreshold(df: pd.DataFrame, policy: str | None, alpha: float | None) -> p
     for i, row in df[df.status == "ok"].iterrows():
         pol = policy or row.threshold_policy
         a = alpha if alpha is not None else row.alpha
+        if pol == row.threshold_policy and float(a) == float(row.alpha):
+            continue  # stored under exactly this policy and alpha
         if pol == PAPER_POLICY and row.method not in families:
             families[row.method] = threshold_family(row.method)
         thr = compute_threshold(pol, row.train_scores, a, families.get(row.method))
@@ -201,6 +203,7 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
     written.append(csv_path)
 
     protocols = list(dict.fromkeys(df.protocol))
+    sections: list[tuple[str, str, str]] = []
     for protocol in protocols:
         sub = df[df.protocol == protocol]
         suffix = Path(protocol) if len(protocols) > 1 else Path()
@@ -228,7 +231,135 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                         written.append(report.write_training_curves(
                             hist, out_dir / "figures" / suffix / "training" / f"{name}.png",
                             f"{r.spec} on {r.dataset}, seed {r.seed} ({r.protocol})"))
+        files, secs = _people_sections(out_dir, sub, suffix, context, published,
+                                       protocol if len(protocols) > 1 else "")
+        written += files
+        sections += secs
+    if html and not variant:
+        from bench import html as page
+
+        written.append(page.write_index(out_dir, _page_meta(out_dir, df, info), sections))
     return written
+
+
+LEADERBOARD_METRICS = ("auc", "ap", "f1")
+
+
+def _page_meta(out_dir: Path, df: pd.DataFrame, info: dict) -> dict:
+    from bench.html import versions_text
+
+    ok = df[df.status == "ok"]
+    seeds = sorted(set(df.seed.astype(int)))
+    quick = info.get("quick")
+    latest = df.sort_values("created_at").iloc[-1]
+    return {"config": info.get("config", out_dir.name),
+            "protocol": _describe(df.protocol),
+            "threshold policy": context_line(df, info).split("; threshold ", 1)[1].split(", alpha")[0],
+            "alpha": _describe(ok.alpha.astype(float)),
+            "seeds": ", ".join(map(str, seeds)),
+            "budgets": "--quick" if quick else "full" if quick is not None else "not recorded",
+            "runs": f"{len(df)} ({', '.join(f'{k} {v}' for k, v in df.status.value_counts().items())})",
+            "methods x datasets": f"{df.spec.nunique()} x {df.dataset.nunique()}",
+            "commit": _describe(df.git_commit.fillna("unknown")),
+            "library versions": versions_text(latest.get("versions")),
+            "store": str(out_dir / "runs.sqlite")}
+
+
+def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, context: str,
+                     published: str | None, label: str) -> tuple[list[Path], list]:
+    """Leaderboards, the reproduction report and the figure gallery of one protocol's runs, as files
+    and as index.html sections. A part that cannot be made from these runs (e.g. too few methods,
+    another protocol than the paper's) is skipped with a note on the page, never an error."""
+    from bench import compare, html as page, leaderboard
+
+    files: list[Path] = []
+    tag = f" ({label})" if label else ""
+    anchor = f"-{label}" if label else ""
+    secs = []
+    # leaderboards
+    body = []
+    lb_dir = out_dir / "leaderboard" / suffix
+    for metric in LEADERBOARD_METRICS:
+        try:
+            lb = leaderboard.build(sub, metric, None, context)
+        except BenchError as exc:
+            body.append(f'<p class="note">{metric.upper()}: no leaderboard ({page.esc(exc)})</p>')
+            continue
+        files += leaderboard.write(lb, lb_dir)
+        disp = leaderboard.display_frame(lb)
+        sortv = pd.DataFrame(np.nan, index=disp.index, columns=disp.columns)
+        for j, c in enumerate(disp.columns[1:-1], start=1):
+            sortv[c] = pd.to_numeric(disp[c], errors="coerce")
+        body.append(f"<h3>{metric.upper()}</h3><p class=\"note\">{page.esc(leaderboard.caption(lb))}</p>"
+                    + page.table(disp, f"leaderboard-{metric}{anchor}", sortv)
+                    + "".join(f'<p class="note">{page.esc(x)}</p>'
+                              for x in leaderboard.statistics_lines(lb)))
+        rel = (lb_dir / f"cd-{metric}.png").relative_to(out_dir).as_posix()
+        if (out_dir / rel).is_file():
+            body.append(page.figure(rel, f"CD diagram, {metric.upper()}"))
+        rel = (lb_dir / f"wilcoxon-{metric}.png").relative_to(out_dir).as_posix()
+        if (out_dir / rel).is_file():
+            body.append(page.figure(rel, f"Pairwise Wilcoxon, Holm-adjusted, {metric.upper()}"))
+    secs.append((f"leaderboard{anchor}", f"Leaderboard{tag}", "".join(body)))
+    # metric tables
+    body = []
+    tables = out_dir / "tables" / suffix
+    for metric in METRICS:
+        csv = tables / f"{metric}.csv"
+        if csv.is_file():
+            text, sortv, cls = page.metric_table(csv)
+            caption = (tables / f"{metric}.md").read_text(encoding="utf-8").split("\n\n", 1)[0]
+            notes = (tables / f"{metric}.md").read_text(encoding="utf-8").split("|\n\n", 1)
+            body.append(f"<h3>{metric.upper()}</h3><p class=\"note\">{page.esc(caption)}</p>"
+                        + page.table(text, f"table-{metric}{anchor}", sortv, cls)
+                        + (f'<p class="note">{page.esc(notes[1]).replace(chr(10), "<br>")}</p>'
+                           if len(notes) > 1 else ""))
+    secs.append((f"tables{anchor}", f"Metric tables{tag}", "".join(body)))
+    # reproduction report
+    if published:
+        try:
+            pub = compare.load_published(published)
+            runs = _rethreshold(sub, PAPER_POLICY, pub.meta.get("alpha"))
+            cmp, made = compare.run(runs, pub, out_dir / "compare" / suffix, context)
+        except BenchError as exc:
+            secs.append((f"reproduction{anchor}", f"Reproduction{tag}",
+                         f'<p class="note">No reproduction report: {page.esc(exc)}</p>'))
+        else:
+            files += made
+            disp = cmp.assign(ours=[compare._cell(r) for _, r in cmp.iterrows()])
+            disp = disp[["method", "dataset", "metric", "published", "ours", "min", "max", "diff",
+                         "place", "note"]]
+            text = disp.copy()
+            for c in ("published", "min", "max"):
+                text[c] = disp[c].map(lambda v: "" if not np.isfinite(v) else f"{v:.3f}")
+            text["diff"] = disp["diff"].map(lambda v: "" if not np.isfinite(v) else f"{v:+.3f}")
+            sortv = pd.DataFrame(np.nan, index=disp.index, columns=disp.columns)
+            for c in ("published", "min", "max", "diff"):
+                sortv[c] = disp[c]
+            sortv["ours"] = cmp["mean"]
+            body = (f'<p class="note">{page.esc(pub.meta.get("source", pub.name))} of '
+                    f'{page.esc(pub.meta.get("citation", ""))}; published values are shown as '
+                    "published (one run per cell) and never enter our means or ranks.</p><ul>"
+                    + "".join(f"<li>{page.esc(x)}</li>" for x in compare.summary_lines(cmp))
+                    + "</ul>"
+                    + "".join(page.figure(p.relative_to(out_dir).as_posix(),
+                                          f"{p.stem.rsplit('-', 1)[1].upper()}: our seeds (dots) "
+                                          "and the published value (diamond)")
+                              for p in made if p.suffix == ".png")
+                    + page.table(text, f"reproduction{anchor}-table", sortv))
+            secs.append((f"reproduction{anchor}", f"Reproduction of {pub.name}{tag}", body))
+    # figures
+    figs = out_dir / "figures" / suffix
+    imgs = []
+    if (figs / "small-multiples.png").is_file():
+        imgs.append(page.figure((figs / "small-multiples.png").relative_to(out_dir).as_posix(),
+                                "PR (top) and ROC (bottom), every dataset, featured methods"))
+    grid = [page.figure(p.relative_to(out_dir).as_posix(), p.stem.replace("-pr", ": precision-recall")
+                        .replace("-roc", ": ROC"))
+            for p in sorted(figs.glob("*-*.png")) if p.stem.endswith(("-pr", "-roc"))]
+    secs.append((f"figures{anchor}", f"Figures{tag}",
+                 "".join(imgs) + f'<div class="grid">{"".join(grid)}</div>'))
+    return files, secs
 
 
 def summary_lines(out_dir) -> list[str]:

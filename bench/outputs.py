@@ -231,7 +231,7 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                         written.append(report.write_training_curves(
                             hist, out_dir / "figures" / suffix / "training" / f"{name}.png",
                             f"{r.spec} on {r.dataset}, seed {r.seed} ({r.protocol})"))
-        files, secs = _people_sections(out_dir, sub, suffix, context, published,
+        files, secs = _people_sections(out_dir, sub, suffix, info, published,
                                        protocol if len(protocols) > 1 else "")
         written += files
         sections += secs
@@ -265,13 +265,14 @@ def _page_meta(out_dir: Path, df: pd.DataFrame, info: dict) -> dict:
             "store": str(out_dir / "runs.sqlite")}
 
 
-def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, context: str,
+def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
                      published: str | None, label: str) -> tuple[list[Path], list]:
     """Leaderboards, the reproduction report and the figure gallery of one protocol's runs, as files
     and as index.html sections. A part that cannot be made from these runs (e.g. too few methods,
     another protocol than the paper's) is skipped with a note on the page, never an error."""
     from bench import compare, html as page, leaderboard
 
+    context = context_line(sub, info)
     files: list[Path] = []
     tag = f" ({label})" if label else ""
     anchor = f"-{label}" if label else ""
@@ -288,7 +289,7 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, context: st
         files += leaderboard.write(lb, lb_dir)
         disp = leaderboard.display_frame(lb)
         sortv = pd.DataFrame(np.nan, index=disp.index, columns=disp.columns)
-        for j, c in enumerate(disp.columns[1:-1], start=1):
+        for c in disp.columns[1:-1]:
             sortv[c] = pd.to_numeric(disp[c], errors="coerce")
         body.append(f"<h3>{metric.upper()}</h3><p class=\"note\">{page.esc(leaderboard.caption(lb))}</p>"
                     + page.table(disp, f"leaderboard-{metric}{anchor}", sortv)
@@ -320,7 +321,8 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, context: st
         try:
             pub = compare.load_published(published)
             runs = _rethreshold(sub, PAPER_POLICY, pub.meta.get("alpha"))
-            cmp, made = compare.run(runs, pub, out_dir / "compare" / suffix, context)
+            cmp, made = compare.run(runs, pub, out_dir / "compare" / suffix,
+                                    context_line(runs, info))
         except BenchError as exc:
             secs.append((f"reproduction{anchor}", f"Reproduction{tag}",
                          f'<p class="note">No reproduction report: {page.esc(exc)}</p>'))

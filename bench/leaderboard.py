@@ -32,6 +32,7 @@ from bench import BenchError
 
 METRICS = ("auc", "ap", "f1")
 CD_ALPHA = 0.05
+MIN_PAIRS = 2  # fewer (dataset, seed) pairs: no Wilcoxon test
 LOW_POWER_DATASETS = 10  # below this many datasets the Friedman and Nemenyi tests have little power
 
 
@@ -216,7 +217,7 @@ def build(runs: pd.DataFrame, metric: str = "auc", baseline: str | None = None,
     cd = nemenyi_cd(k, n) if k >= 2 and n >= 1 else np.nan
     nem = nemenyi_pvalues(means.loc[order]) if k >= 3 and n >= 2 else None
     paired = paired_values(runs, metric, order)
-    wil = wilcoxon_holm(paired) if k >= 2 and len(paired) >= 1 else None
+    wil = wilcoxon_holm(paired) if k >= 2 and len(paired) >= MIN_PAIRS else None
     return Leaderboard(metric, table, means.loc[order], ranks.loc[order], baseline, fr, cd, nem, wil,
                        len(paired), unranked, context)
 
@@ -242,7 +243,10 @@ def statistics_lines(lb: Leaderboard) -> list[str]:
         lines.append(f"Nemenyi critical difference (alpha {CD_ALPHA}): {lb.cd:.3f} average ranks; "
                      "two methods whose average ranks differ by less are not significantly "
                      "different.")
-    if lb.wilcoxon is not None:
+    if lb.wilcoxon is None:
+        lines.append(f"No pairwise Wilcoxon tests: {lb.n_pairs} (dataset, seed) pair(s) where every "
+                     f"ranked method has a value (at least {MIN_PAIRS} needed).")
+    else:
         lines.append(f"Pairwise Wilcoxon signed-rank tests over {lb.n_pairs} (dataset, seed) pairs, "
                      "Holm-adjusted: wilcoxon-" + lb.metric + ".csv (seeds of one dataset are not "
                      "independent samples; read them as a check of consistency across seeds).")
@@ -305,7 +309,10 @@ def write(lb: Leaderboard, out_dir) -> list[Path]:
     lines += [r"\bottomrule", r"\end{tabular}"]
     tex.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(tex)
-    if lb.wilcoxon is not None:
+    if lb.wilcoxon is None:
+        lines.append(f"No pairwise Wilcoxon tests: {lb.n_pairs} (dataset, seed) pair(s) where every "
+                     f"ranked method has a value (at least {MIN_PAIRS} needed).")
+    else:
         wcsv = out_dir / f"wilcoxon-{m}.csv"
         lb.wilcoxon.rename_axis("method").to_csv(wcsv, float_format="%.6g")
         written += [wcsv, _wilcoxon_figure(lb, out_dir / f"wilcoxon-{m}.png")]

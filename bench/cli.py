@@ -158,7 +158,8 @@ def _cmd_run(a) -> int:
         print(line, file=sys.stderr)
     if not a.no_report:
         written = outputs.build_report(out, training_curves=a.training_curves)
-        print(f"wrote {len(written)} files: runs.csv, tables/, figures/ in {out}", file=sys.stderr)
+        print(f"wrote {len(written)} files: runs.csv, tables/, figures/, leaderboard/, compare/ and "
+              f"index.html in {out}", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,9 @@
 - ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).
 - ``monitored_losses``: the ``history_`` keys the "loss never decreased" health flag looks at
   (default: all of them).
+- ``threshold_family``: which threshold the ``paper`` policy gives the method (``bench.thresholds``):
+  ``"reconstruction"`` (kde at alpha, as the paper for AE, VAE, DAGMM and adVAE) or ``"pyod"``
+  (default: PyOD's training-score percentile at the contamination rate). A new method chooses.
 """
 from __future__ import annotations
 
@@ -45,6 +48,8 @@ class Detector(BaseEstimator):
     quick_params: dict = {}
     #: ``history_`` keys checked by the loss-never-decreased flag (None = all).
     monitored_losses: list | None = None
+    #: The ``paper`` threshold policy's family: "reconstruction" (kde) or "pyod" (percentile).
+    threshold_family = "pyod"
 
     def fit(self, X: np.ndarray) -> "Detector":  # pragma: no cover - interface
         raise NotImplementedError

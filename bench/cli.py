@@ -1,4 +1,5 @@
-"""Command line: ``python run_bench.py {run,report,list,reference,perf}``; no arguments = ``run``."""
+"""Command line: ``python run_bench.py {run,report,compare,leaderboard,list,reference,perf}``; no
+arguments = ``run``."""
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         "advae-bench: adVAE and baselines on five tabular anomaly-detection datasets. "
         "Without arguments: run configs/paper.toml and write results/paper/."))
     sub = p.add_subparsers(dest="command")
+    plug = argparse.ArgumentParser(add_help=False)
+    plug.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                      help="a Python file that registers methods (@register); repeatable")
 
-    r = sub.add_parser("run", help="run an experiment (skips runs already stored as ok)")
+    r = sub.add_parser("run", parents=[plug], help="run an experiment (skips runs already stored as ok)")
     r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
     r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
     r.add_argument("--datasets", type=_csv, help="comma-separated dataset names")
@@ -90,14 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="do not write tables and figures")
     r.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
 
-    rep = sub.add_parser("report", help="regenerate runs.csv, tables and figures from the store")
+    rep = sub.add_parser("report", parents=[plug], help="regenerate runs.csv, tables, figures, the "
+                         "reproduction report, the leaderboard and index.html from the store")
     rep.add_argument("--out", default=str(REPO_ROOT / "results" / "paper"), help="output directory (default: %(default)s)")
     rep.add_argument("--config", help="config whose method/dataset order the tables follow")
-    rep.add_argument("--threshold", help="recompute precision/recall/F1 with this threshold policy")
+    rep.add_argument("--threshold", help="recompute precision/recall/F1 with this threshold policy "
+                     "(written beside the default tables, in tables/<policy>/)")
     rep.add_argument("--alpha", type=float, help="recompute thresholds with this alpha")
     rep.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
+    rep.add_argument("--methods", type=_methods, help="methods the curve figures feature (default: the "
+                     "adVAE family and the best few others)")
+    rep.add_argument("--published", default="wang2020-kbs", help="published table the reproduction "
+                     "report compares with ('none' for no reproduction report; default: %(default)s)")
 
-    sub.add_parser("list", help="list registered methods, datasets, protocols and threshold policies")
+    cmp = sub.add_parser("compare", parents=[plug], help="reproduction report: the store against a "
+                         "paper's published table")
+    cmp.add_argument("--results", default=str(REPO_ROOT / "results" / "paper"),
+                     help="result directory (default: %(default)s)")
+    cmp.add_argument("--published", default="wang2020-kbs",
+                     help="published table in published/ (default: %(default)s)")
+    cmp.add_argument("--out", help="where to write compare-<published>.{csv,md} and figures "
+                     "(default: <results>/compare)")
+
+    lb = sub.add_parser("leaderboard", parents=[plug], help="rank methods over one or several stores, "
+                        "with Friedman, Nemenyi and Wilcoxon-Holm tests")
+    lb.add_argument("--results", nargs="+", action="extend", metavar="DIR",
+                    help="result directories to merge (default: results/paper)")
+    lb.add_argument("--metric", default="auc", choices=["auc", "ap", "f1"], help="default: %(default)s")
+    lb.add_argument("--baseline", help="spec that wins/ties/losses count against (default: advae if "
+                    "ranked, else the first)")
+    lb.add_argument("--threshold", help="threshold policy for f1 (default: the stored one)")
+    lb.add_argument("--protocol", help="rank the runs of this protocol (needed when the stores hold "
+                    "several)")
+    lb.add_argument("--out", help="where to write leaderboard-<metric>.*, cd-<metric>.png/svg and "
+                    "wilcoxon-<metric>.csv (default: <results>/leaderboard)")
+
+    sub.add_parser("list", parents=[plug], help="list registered methods, datasets, protocols and "
+                   "threshold policies")
 
     ref = sub.add_parser("reference", help="score the adVAE authors' released weights (check of the evaluation path)")
     ref.add_argument("--out", default=str(REPO_ROOT / "results" / "reference"), help="output directory (default: %(default)s)")
@@ -111,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
     perf.add_argument("--data-dir", help="directory holding the .mat files")
     return p
+
+
+def _load_plugins(a) -> None:
+    from bench import registry
+
+    for path in getattr(a, "plugin", []) or []:
+        names = registry.load_plugin(path)
+        print(f"plugin {path}: {', '.join(names)}", file=sys.stderr)
 
 
 def _cmd_run(a) -> int:
@@ -129,18 +170,19 @@ def _cmd_run(a) -> int:
     try:
         counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
     except KeyboardInterrupt:
-        outputs.remember_order(out, exp.methods, exp.datasets)
+        outputs.remember_order(out, exp.methods, exp.datasets, a.quick, exp.name)
         print(f"interrupted: finished runs are stored in {out}; run the same command again to "
               "resume", file=sys.stderr)
         return 130
-    outputs.remember_order(out, exp.methods, exp.datasets)
+    outputs.remember_order(out, exp.methods, exp.datasets, a.quick, exp.name)
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
     for line in outputs.summary_lines(out)[1:]:
         print(line, file=sys.stderr)
     if not a.no_report:
         written = outputs.build_report(out, training_curves=a.training_curves)
-        print(f"wrote {len(written)} files: runs.csv, tables/, figures/ in {out}", file=sys.stderr)
+        print(f"wrote {len(written)} files: runs.csv, tables/, figures/, leaderboard/, compare/ and "
+              f"index.html in {out}", file=sys.stderr)
     return 0
 
 
@@ -148,18 +190,63 @@ def _cmd_report(a) -> int:
     from bench import config, outputs
 
     order = config.load(a.config) if a.config else None
+    published = None if a.published.lower() == "none" else a.published
     written = outputs.build_report(a.out, a.threshold, a.alpha,
                                    order.methods if order else None,
-                                   order.datasets if order else None, a.training_curves)
+                                   order.datasets if order else None, a.training_curves,
+                                   chosen=a.methods, published=published)
     for path in written:
         print(path)
+    return 0
+
+
+def _cmd_compare(a) -> int:
+    from bench import compare, outputs
+
+    pub = compare.load_published(a.published)
+    runs = outputs.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
+    context = outputs.context_line(runs, outputs.experiment_info(a.results))
+    out = Path(a.out) if a.out else Path(a.results) / "compare"
+    cmp, written = compare.run(runs, pub, out, context)
+    print(f"{pub.meta.get('source', pub.name)}, {pub.meta.get('citation', '')}")
+    print(context)
+    for line in compare.summary_lines(cmp):
+        print(line)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_leaderboard(a) -> int:
+    from bench import leaderboard, outputs
+
+    dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
+    frames = {d: outputs.load_runs(d, a.threshold, with_blobs=a.metric == "f1") for d in dirs}
+    runs = leaderboard.merge(frames, a.protocol)
+    if a.metric == "f1":
+        pol = set(runs.loc[runs.status == "ok", "threshold_policy"])
+        if len(pol) > 1:
+            raise BenchError(f"the stores' F1 values come from different threshold policies "
+                             f"({', '.join(sorted(pol))}); choose one with --threshold")
+    info = outputs.experiment_info(dirs[0]) if len(dirs) == 1 else {}
+    if len(dirs) > 1:
+        quick = [outputs.experiment_info(d).get("quick") for d in dirs]
+        info = {"quick": any(quick)} if None not in quick else {}
+    context = outputs.context_line(runs, info)
+    lb = leaderboard.build(runs, a.metric, a.baseline, context)
+    out = Path(a.out) if a.out else (Path(dirs[0]) / "leaderboard" if len(dirs) == 1
+                                     else REPO_ROOT / "results" / "leaderboard")
+    written = leaderboard.write(lb, out)
+    print(leaderboard.to_text(lb))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
 def _cmd_list(a) -> int:
     from bench import data, registry
     from bench.protocols import PROTOCOLS
-    from bench.thresholds import POLICIES
+    from bench.thresholds import FAMILIES, POLICIES
 
     print("methods:")
     for name in registry.names():
@@ -173,7 +260,8 @@ def _cmd_list(a) -> int:
         print(f"  {name:12s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "
               f"({meta['source'].split(' (')[0]})")
     print("protocols: " + ", ".join(PROTOCOLS))
-    print("threshold policies: " + ", ".join(POLICIES))
+    print("threshold policies: " + ", ".join(POLICIES) + " (paper: "
+          + ", ".join(f"{pol} for the {fam} family" for fam, pol in FAMILIES.items()) + ")")
     return 0
 
 
@@ -201,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list,
+    handler = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
+               "leaderboard": _cmd_leaderboard, "list": _cmd_list,
                "reference": _cmd_reference, "perf": _cmd_perf}[args.command]
     try:
+        _load_plugins(args)
         return handler(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,10 @@ A method is found by name (lowercase kebab). Three sources, none of which needs 
 - every module of the ``methods`` package registers its classes with ``@register("name")``;
 - any PyOD detector is available as ``pyod:ClassName[...]``;
 - third-party packages expose classes (or modules that call ``register``) in the Python entry-point
-  group ``advae_bench.methods``.
+  group ``advae_bench.methods``;
+- a single Python file anywhere, loaded with ``--plugin path/to/file.py`` (``load_plugin``), that
+  calls ``register`` itself. Loaded plugins are listed in ``$ADVAE_BENCH_PLUGINS`` so that worker
+  processes, which start afresh, load them too.
 
 Spec values are parsed as TOML scalars: ``1``, ``1e-3``, ``true``, ``"text"``; anything that is not a
 valid TOML value is taken as a bare string (``kernel=rbf``).
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import json
+import os
 import pkgutil
 import re
 import tomllib
@@ -25,6 +30,7 @@ from bench import BenchError
 from bench.base import Detector
 
 ENTRY_POINT_GROUP = "advae_bench.methods"
+PLUGIN_ENV = "ADVAE_BENCH_PLUGINS"  # os.pathsep-separated plugin files, loaded by every process
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _SPEC_RE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_:.\-]+)\s*(\[(?P<params>.*)\])?\s*$", re.S)
 
@@ -78,6 +84,58 @@ def _load_all() -> None:
             continue
         if isinstance(obj, type) and ep.name not in _REGISTRY:
             register(ep.name)(obj)
+    for path in filter(None, os.environ.get(PLUGIN_ENV, "").split(os.pathsep)):
+        try:
+            _import_plugin(path)
+        except BenchError as exc:
+            _BROKEN[f"plugin {path}"] = str(exc)
+
+
+_PLUGINS: dict[str, list[str]] = {}  # resolved path -> names it registered
+
+
+def _import_plugin(path: str) -> list[str]:
+    from pathlib import Path
+
+    file = Path(path).expanduser().resolve()
+    if str(file) in _PLUGINS:
+        return _PLUGINS[str(file)]
+    if not file.is_file():
+        raise BenchError(f"--plugin {path}: no such file")
+    if file.suffix != ".py":
+        raise BenchError(f"--plugin {path}: expected a Python file (.py)")
+    before = set(_REGISTRY)
+    mod_name = "advae_bench_plugin_" + re.sub(r"\W", "_", file.stem)
+    spec = importlib.util.spec_from_file_location(mod_name, file)
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[mod_name] = module  # so pickling and dataclasses can find it
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: one line that names it
+        sys.modules.pop(mod_name, None)
+        raise BenchError(f"--plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
+    added = sorted(set(_REGISTRY) - before)
+    if not added:
+        raise BenchError(f"--plugin {path} registered no method; decorate its Detector subclass "
+                         "with @register(\"my-method\") (from bench.registry import register)")
+    _PLUGINS[str(file)] = added
+    return added
+
+
+def load_plugin(path: str) -> list[str]:
+    """Import a single-file method definition and return the method names it registered. The file
+    is remembered in ``$ADVAE_BENCH_PLUGINS`` for the worker processes the runner starts."""
+    _load_all()
+    added = _import_plugin(path)
+    from pathlib import Path
+
+    file = str(Path(path).expanduser().resolve())
+    known = [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
+    if file not in known:
+        os.environ[PLUGIN_ENV] = os.pathsep.join([*known, file])
+    return added
 
 
 def names() -> list[str]:

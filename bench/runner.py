@@ -188,7 +188,8 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
                     scored[j] = (tr, te, time.perf_counter() - t1)
                 tr, te, score_seconds = scored[j]
                 rec.update(train_scores=tr, test_scores=te, score_seconds=score_seconds)
-                rec.update(_judge(tr, te, split, policy, alpha))
+                rec.update(_judge(tr, te, split, policy, alpha,
+                                   getattr(det, "threshold_family", None)))
             except Exception as exc:  # noqa: BLE001
                 rec.update(status="failed", error=_error_text(exc))
         rec["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
@@ -196,7 +197,7 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
     return records
 
 
-def _judge(tr, te, split, policy, alpha) -> dict:
+def _judge(tr, te, split, policy, alpha, family=None) -> dict:
     if tr.shape != (len(split.X_train),) or te.shape != (len(split.X_test),):
         return {"status": "failed", "error": f"scores have shapes {tr.shape}/{te.shape}, expected "
                 f"({len(split.X_train)},)/({len(split.X_test)},)"}
@@ -205,7 +206,7 @@ def _judge(tr, te, split, policy, alpha) -> dict:
         return {"status": "failed", "error": f"{bad} non-finite scores"}
     if np.ptp(te) == 0 or np.ptp(tr) == 0:
         return {"status": "degenerate", "error": "constant scores"}
-    thr = compute_threshold(policy, tr, alpha)
+    thr = compute_threshold(policy, tr, alpha, family)
     return {"status": "ok", "threshold": thr, **evaluate(split.y_test, te, thr)}
 
 

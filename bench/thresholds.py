@@ -5,6 +5,11 @@
   (a mean of normal CDFs), by root finding.
 - ``percentile``: the plain empirical (1 - alpha) quantile (numpy's default linear interpolation).
 - ``kde-grid-legacy``: the adVAE authors' grid computation (registered by ``register_policy`` below).
+- ``paper``: what the adVAE paper used for each method's family. Every detector declares its
+  ``threshold_family`` (``bench.base.Detector``): ``"reconstruction"`` (AE, VAE, DAGMM and the adVAE
+  family: the paper's Table 4 caption states the kde threshold at alpha = 0.1) gets ``kde``; ``"pyod"``
+  (the default, for every other method: the paper ran its other baselines in PyOD, whose rule is
+  the training-score percentile at the contamination rate, here alpha) gets ``percentile``.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ DEFAULT_POLICY = "kde"
 DEFAULT_ALPHA = 0.1
 
 POLICIES: dict[str, Callable[[np.ndarray, float], float]] = {}
+#: The ``paper`` policy: threshold family -> the concrete policy used for it.
+PAPER_POLICY = "paper"
+FAMILIES = {"reconstruction": "kde", "pyod": "percentile"}
 
 
 def register_policy(name: str):
@@ -51,12 +59,37 @@ def percentile_threshold(train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA)
     return float(np.quantile(np.asarray(train_scores, dtype=float), 1.0 - alpha))
 
 
-def threshold(policy: str, train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA) -> float:
+def resolve(policy: str, family: str | None = None) -> str:
+    """The concrete policy that computes a threshold: ``policy`` itself, or for ``paper`` the policy
+    of the method's threshold family (``None`` = the default family, PyOD's rule)."""
+    if policy == PAPER_POLICY:
+        family = family or "pyod"
+        if family not in FAMILIES:
+            raise BenchError(f"unknown threshold family {family!r}; a method's threshold_family must "
+                             f"be one of {', '.join(FAMILIES)}")
+        return FAMILIES[family]
     if policy not in POLICIES:
-        raise BenchError(f"unknown threshold policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        raise BenchError(f"unknown threshold policy {policy!r}; choose one of "
+                         f"{', '.join(POLICIES)}")
+    return policy
+
+
+@register_policy(PAPER_POLICY)
+def paper_threshold(train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA) -> float:
+    """Listed with the others so configs and ``list`` know the name; it is resolved per method by
+    ``threshold(..., family=...)``, never called directly."""
+    raise TypeError("the paper policy depends on the method: call bench.thresholds.threshold(policy, "
+                    "scores, alpha, family=<the detector's threshold_family>)")
+
+
+def threshold(policy: str, train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA,
+              family: str | None = None) -> float:
+    """The decision threshold of ``policy`` at ``alpha`` from a method's training scores;
+    ``family`` (the method's ``threshold_family``) matters only to the ``paper`` policy."""
+    concrete = resolve(policy, family)
     if not 0.0 < alpha < 1.0:
         raise BenchError(f"alpha must be in (0, 1), got {alpha}")
-    return POLICIES[policy](np.asarray(train_scores, dtype=float), alpha)
+    return POLICIES[concrete](np.asarray(train_scores, dtype=float), alpha)
 
 
 @register_policy("kde-grid-legacy")

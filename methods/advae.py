@@ -334,6 +334,8 @@ class AdVAE(StackedFit, Detector):
     samples).
     """
 
+    threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}

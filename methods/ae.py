@@ -181,6 +181,8 @@ class AE(StackedDeepDetector):
     device ("auto" = GPU when present), random_state (weight init and batch order).
     """
 
+    threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+
     monitored_losses = ["mse"]  # the only term: a reconstruction that never improves is broken
 
     def __init__(self, n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,

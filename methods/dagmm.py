@@ -150,6 +150,8 @@ class DAGMM(StackedDeepDetector):
     when present), random_state (init, batch order, dropout masks).
     """
 
+    threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+
     # The objective J that Adam minimises: if it never decreases the run is broken. Its terms alone may
     # legitimately rise (the reconstruction error when the covariance penalty dominates, the energy
     # while the representation spreads out).

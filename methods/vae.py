@@ -38,6 +38,8 @@ class VAE(StackedDeepDetector):
     log_every, device ("auto" = GPU when present), random_state (init, batch order, noise, score eps).
     """
 
+    threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+
     # The objective Adam minimises: if it never decreases the run is broken. (The KL term alone may
     # legitimately grow from ~0 as the encoder leaves the prior to encode information.)
     monitored_losses = ["loss"]

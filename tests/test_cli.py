@@ -71,7 +71,7 @@ def test_list(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("cmd", ["run", "report", "list", "reference", "perf"])
+@pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "reference", "perf"])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])

@@ -62,3 +62,29 @@ def test_bad_policy_and_alpha():
         threshold("kdee", np.arange(5.0))
     with pytest.raises(BenchError, match="alpha"):
         threshold("kde", np.arange(5.0), alpha=1.5)
+
+
+def test_paper_policy_follows_the_method_family():
+    s = np.random.default_rng(0).gamma(2.0, size=300)
+    # reconstruction-based methods: kde at alpha (paper Table 4 caption)
+    assert threshold("paper", s, 0.1, family="reconstruction") == threshold("kde", s, 0.1)
+    # the others: PyOD's rule, the training-score percentile at the contamination rate
+    pyod_rule = np.percentile(s, 100 * (1 - 0.1))
+    assert threshold("paper", s, 0.1, family="pyod") == pytest.approx(pyod_rule, rel=1e-12)
+    assert threshold("paper", s, 0.1) == pytest.approx(pyod_rule, rel=1e-12)  # undeclared -> PyOD
+    with pytest.raises(BenchError, match="threshold_family"):
+        threshold("paper", s, 0.1, family="deep")
+
+
+def test_every_method_declares_a_known_family():
+    from bench import registry
+    from bench.base import Detector
+    from bench.thresholds import FAMILIES
+
+    assert Detector.threshold_family == "pyod"
+    family = {n: registry.entry(n).cls.threshold_family for n in registry.names()}
+    assert set(family.values()) <= set(FAMILIES)
+    for name in ("ae", "vae", "dagmm", "advae", "e-advae", "g-advae"):
+        assert family[name] == "reconstruction", name
+    for name in ("gan", "wgan-gp", "mo-gaal", "ocsvm", "iforest", "abod", "hbos", "sod", "lof"):
+        assert family[name] == "pyod", name

@@ -229,3 +229,62 @@ def test_training_curves_written(tmp_path):
     assert path == tmp_path / "training" / "advae-letter-seed0.png"
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 5_000
+
+
+def test_threshold_that_flags_no_or_every_test_row_is_marked_in_threshold_tables(tmp_path):
+    runs = _runs({("abod", "d1"): [0.95, 0.95], ("abod", "d2"): [0.9, 0.9],
+                  ("lof", "d1"): [0.8, 0.8], ("lof", "d2"): [0.7, 0.7]})
+    runs["f1"] = [0.0, 0.0, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3]
+    runs["threshold_extreme"] = ["none", "none", "", "", "", "all", "", ""]
+    ctx = "Protocol paper; threshold paper, alpha 0.1; --quick budgets"
+    report.write_tables(runs, tmp_path, metrics=("auc", "f1"), context=ctx)
+    f1 = (tmp_path / "f1.md").read_text()
+    md = _md_rows(f1)
+    assert md["abod"][0] == "*0.000 ± 0.000*" + report.EXTREME and md["abod"][1] == "**0.500 ± 0.000**"
+    assert md["lof"][0].endswith(report.EXTREME) and not md["lof"][1].endswith(report.EXTREME)
+    assert f"{report.EXTREME} in some runs of this cell the threshold flags no test row" in f1
+    assert "- abod: 2 threshold flags no test row (d1 2) of 4 runs" in f1
+    assert "- lof: 1 threshold flags every test row (d1 1) of 4 runs" in f1
+    # AUC does not depend on the threshold: no mark there
+    auc = (tmp_path / "auc.md").read_text()
+    assert report.EXTREME not in auc and "threshold flags" not in auc
+    # every caption names the context
+    for name in ("auc.md", "f1.md", "f1.tex"):
+        assert ctx in (tmp_path / name).read_text().splitlines()[0]
+    assert r"$^{\S}$" in (tmp_path / "f1.tex").read_text()
+    csv = pd.read_csv(tmp_path / "f1.csv").set_index("method")
+    assert csv.loc["abod", "marks"] == "d1:threshold-extreme"
+
+
+def _toy_curves(methods, datasets=("letter", "cardio"), seeds=2):
+    rng = np.random.default_rng(1)
+    curves = []
+    for k, m in enumerate(methods):
+        for d in datasets:
+            for seed in range(seeds):
+                y = np.r_[np.zeros(80, int), np.ones(20, int)]
+                curves.append({"method": m, "dataset": d, "seed": seed, "y_test": y,
+                               "scores": rng.standard_normal(100) + y * (0.2 + 0.3 * k)})
+    return curves
+
+
+def test_featured_methods_are_the_advae_family_and_the_best_few_others():
+    methods = ["advae", "e-advae", "m0", "m1", "m2", "m3", "m4", "advae[m_x=4.0]"]
+    per_method = {}
+    for d in ("letter",):
+        _, by_ds = report._curves_by_dataset(_toy_curves(methods, (d,)))
+        per_method = by_ds[d]
+    strong = report.strong_methods(per_method, "ap")
+    # the family (any parameters) + the 3 other methods with the highest mean AP (m4, m3, m2: the
+    # toy scores separate better with k)
+    assert strong[:3] == ["advae", "e-advae", "advae[m_x=4.0]"]
+    assert strong[3:] == ["m4", "m3", "m2"]
+    assert report.strong_methods(per_method, "ap", ["m0", "lof"]) == ["m0"]
+
+
+def test_small_multiples_figure(tmp_path):
+    path = report.write_small_multiples(_toy_curves(["advae", "lof", "pca"]),
+                                        tmp_path / "small-multiples.png", ["advae", "lof"],
+                                        "Protocol paper")
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000

@@ -149,11 +149,15 @@ def test_report_regenerates_from_the_store(tmp_path, fakes):
     assert {p.relative_to(tmp_path).as_posix() for p in second} == names
     assert (tmp_path / "runs.csv").read_text() == csv
     assert (tmp_path / "tables" / "ap.md").read_text() == md
-    # a different threshold policy recomputes F1 from the stored scores, without re-training
+    # a different threshold policy recomputes F1 from the stored scores, without re-training, and
+    # writes beside the default outputs instead of over them
     outputs.build_report(tmp_path, policy="percentile")
     import pandas as pd
-    runs = pd.read_csv(tmp_path / "runs.csv")
+    runs = pd.read_csv(tmp_path / "tables" / "percentile" / "runs.csv")
     assert set(runs[runs.status == "ok"].threshold_policy) == {"percentile"}
+    assert "percentile" in (tmp_path / "tables" / "percentile" / "f1.md").read_text().splitlines()[0]
+    assert (tmp_path / "runs.csv").read_text() == csv
+    assert (tmp_path / "tables" / "ap.md").read_text() == md
 
 
 def test_report_keeps_the_experiment_order(tmp_path, fakes):

@@ -1,0 +1,273 @@
+"""Reproduction report: does a result store reproduce a paper's published table?
+
+For each method, dataset and metric: the published value; ours as mean +- std, min and max over
+seeds; the difference mean - published; and where the published value falls among our seeds:
+``below`` all of them, ``within`` their range, or ``above`` all of them. Our min and max are rounded
+to the paper's printed decimals first (a printed 0.837 is any value in [0.8365, 0.8375)), so a
+published value equal to our rounded min is within. A summary line per metric counts the cells in
+each place.
+
+Recall and F1 are taken under the threshold policy the paper used for the method (this suite's
+``paper`` policy: kde at alpha for the reconstruction-based methods, PyOD's percentile for the
+others); where the paper does not state a threshold for a method, the cell says so in a footnote.
+
+Published data live in ``published/<name>.csv`` (values as printed) and ``published/<name>.toml``
+(citation, protocol, decimals, which threshold the paper states for which method, notes). Published
+numbers are only shown beside ours: they never enter our means, ranks or tests.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import BenchError
+from bench.data import REPO_ROOT
+
+PUBLISHED_DIR = REPO_ROOT / "published"
+DEFAULT_PUBLISHED = "wang2020-kbs"
+PLACES = ("below", "within", "above")
+THRESHOLD_METRICS = ("precision", "recall", "f1")
+METRIC_NAMES = {"auc": "AUC", "ap": "AP", "precision": "Precision", "recall": "Recall", "f1": "F1"}
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    values: pd.DataFrame  # method, dataset, then one column per metric, as printed
+    meta: dict
+
+    @property
+    def metrics(self) -> list[str]:
+        return [m for m in self.meta.get("metrics", []) if m in self.values.columns]
+
+    def stated_threshold(self, method: str) -> str | None:
+        """The threshold policy the paper states for ``method``'s recall/F1 (None: not stated)."""
+        for policy, methods in self.meta.get("threshold", {}).items():
+            if method in methods:
+                return policy
+        return None
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.csv") if (p.with_suffix(".toml")).is_file()
+                  and "method" in p.read_text(encoding="utf-8").splitlines()[0].split(","))
+
+
+def load_published(name: str = DEFAULT_PUBLISHED, folder: Path | None = None) -> Published:
+    folder = Path(folder) if folder else PUBLISHED_DIR
+    csv, toml = folder / f"{name}.csv", folder / f"{name}.toml"
+    if not csv.is_file() or not toml.is_file():
+        have = ", ".join(available()) or "none"
+        raise BenchError(f"no published table {name!r} (expected {csv} and {toml}); available: {have}")
+    try:
+        meta = tomllib.loads(toml.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{toml}: not valid TOML ({exc})") from None
+    values = pd.read_csv(csv)
+    missing = {"method", "dataset"} - set(values.columns)
+    if missing:
+        raise BenchError(f"{csv}: needs columns method and dataset (missing {', '.join(missing)})")
+    unknown = [m for m in meta.get("metrics", []) if m not in values.columns]
+    if unknown:
+        raise BenchError(f"{toml}: metrics {', '.join(unknown)} have no column in {csv.name}")
+    return Published(name, values, meta)
+
+
+def _match_specs(runs: pd.DataFrame, method: str) -> tuple[str | None, str]:
+    """Our spec for a published method name: the spec itself, else the only spec of that method."""
+    specs = list(dict.fromkeys(runs.spec))
+    if method in specs:
+        return method, ""
+    same = [s for s in specs if s.split("[", 1)[0] == method]
+    if len(same) == 1:
+        return same[0], f"compared with our {same[0]}"
+    return None, ""
+
+
+def compare(runs: pd.DataFrame, pub: Published) -> pd.DataFrame:
+    """Long frame, one row per (method, dataset, metric) present in both: published, n, mean, std,
+    min, max (of our ok runs), diff = mean - published, place (below/within/above), note.
+
+    ``runs``: our runs (one protocol), recall/F1 under the ``paper`` threshold policy."""
+    decimals = int(pub.meta.get("decimals", 3))
+    ok = runs[runs.status == "ok"]
+    rows = []
+    for method in dict.fromkeys(pub.values.method):
+        spec, how = _match_specs(runs, method)
+        if spec is None:
+            continue
+        note_method = pub.meta.get("notes", {}).get(method, "")
+        for r in pub.values[pub.values.method == method].itertuples(index=False):
+            if not ((runs.spec == spec) & (runs.dataset == r.dataset)).any():
+                continue  # this dataset was not run: no cell
+            ours = ok[(ok.spec == spec) & (ok.dataset == r.dataset)]
+            for metric in pub.metrics:
+                published = getattr(r, metric)
+                if not np.isfinite(published):
+                    continue
+                vals = ours[metric].astype(float).to_numpy()
+                vals = vals[np.isfinite(vals)]
+                notes = [n for n in (how, note_method) if n]
+                unstated = metric in THRESHOLD_METRICS and pub.stated_threshold(method) is None
+                if unstated:
+                    notes.append("the paper does not state this method's threshold; ours: the "
+                                 "paper policy's rule for its family")
+                row = {"method": method, "spec": spec, "dataset": r.dataset, "metric": metric,
+                       "published": float(published), "n": len(vals),
+                       "threshold_stated": not unstated}
+                if len(vals):
+                    lo, hi = round(vals.min(), decimals), round(vals.max(), decimals)
+                    place = "below" if published < lo else "above" if published > hi else "within"
+                    row.update(mean=vals.mean(), std=vals.std(ddof=1) if len(vals) > 1 else np.nan,
+                               min=vals.min(), max=vals.max(), diff=vals.mean() - published,
+                               place=place)
+                else:
+                    row.update(mean=np.nan, std=np.nan, min=np.nan, max=np.nan, diff=np.nan,
+                               place="no ok run")
+                row["note"] = "; ".join(notes)
+                rows.append(row)
+    cols = ["method", "spec", "dataset", "metric", "published", "n", "mean", "std", "min", "max",
+            "diff", "place", "threshold_stated", "note"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def summary_lines(cmp: pd.DataFrame) -> list[str]:
+    """One line per metric: how many cells' published value lies below, within, above our seeds."""
+    lines = []
+    for metric in dict.fromkeys(cmp.metric):
+        sub = cmp[cmp.metric == metric]
+        counts = sub.place.value_counts()
+        parts = [f"{counts.get('below', 0)} below our seeds", f"{counts.get('within', 0)} within "
+                 "their range", f"{counts.get('above', 0)} above"]
+        if counts.get("no ok run", 0):
+            parts.append(f"{counts['no ok run']} without an ok run")
+        d = sub["diff"].dropna()
+        mean_diff = f"; mean difference ours - published {d.mean():+.3f}" if len(d) else ""
+        lines.append(f"{METRIC_NAMES.get(metric, metric)}: {len(sub)} cells, published value "
+                     + ", ".join(parts) + mean_diff)
+    return lines
+
+
+def _cell(r) -> str:
+    if not np.isfinite(r["mean"]):
+        return "no ok run"
+    sd = "" if not np.isfinite(r["std"]) else f" ± {r['std']:.3f}"
+    return f"{r['mean']:.3f}{sd}"
+
+
+def markdown(cmp: pd.DataFrame, pub: Published, context: str = "", missing=()) -> str:
+    """Per metric a table (method, dataset, published, ours, min..max, diff, place) with the
+    footnotes of its cells, after the summary lines."""
+    from bench.report import markdown_table
+
+    out = [f"Reproduction of {pub.meta.get('source', pub.name)} of {pub.meta.get('citation', '')}.",
+           "", f"Published values: {pub.meta.get('runs_per_cell', 1)} run per cell, printed with "
+           f"{pub.meta.get('decimals', 3)} decimals; ours: mean ± sample std, min..max over seeds. "
+           "place: where the published value falls among our seeds (min and max rounded to the "
+           "printed decimals)." + (f" {context}." if context else ""), ""]
+    out += [f"- {line}" for line in summary_lines(cmp)]
+    if missing:
+        out += ["", "Published methods without runs in this store: " + ", ".join(missing) + "."]
+    for metric in dict.fromkeys(cmp.metric):
+        sub = cmp[cmp.metric == metric]
+        notes: dict[str, int] = {}
+        rows = []
+        for _, r in sub.iterrows():
+            mark = ""
+            if r["note"]:
+                notes.setdefault(r["note"], len(notes) + 1)
+                mark = f" [{notes[r['note']]}]"
+            rows.append([r["method"] + mark, r["dataset"], f"{r['published']:.3f}", _cell(r),
+                         "" if not np.isfinite(r["min"]) else f"{r['min']:.3f}..{r['max']:.3f}",
+                         "" if not np.isfinite(r["diff"]) else f"{r['diff']:+.3f}", r["place"]])
+        df = pd.DataFrame(rows, columns=["method", "dataset", "published", "ours", "min..max",
+                                         "diff", "place"])
+        out += ["", f"## {METRIC_NAMES.get(metric, metric)}", "", markdown_table(df).rstrip()]
+        if notes:
+            out += [""] + [f"[{i}] {text}" for text, i in notes.items()]
+    return "\n".join(out) + "\n"
+
+
+def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
+           seeds: pd.DataFrame | None = None) -> Path:
+    """One panel per dataset, one row per method: our seeds as dots, the published value as a red
+    diamond (hollow where the paper states no threshold for a recall/F1 cell)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = cmp[cmp.metric == metric]
+    methods = list(dict.fromkeys(sub.method))[::-1]  # first method on top
+    datasets = list(dict.fromkeys(sub.dataset))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(2.4 * len(datasets) + 1.6,
+                                                         0.9 + 0.3 * len(methods)),
+                             sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for y, m in enumerate(methods):
+            row = sub[(sub.method == m) & (sub.dataset == d)]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            if seeds is not None:
+                vals = seeds[(seeds.spec == r.spec) & (seeds.dataset == d)][metric].astype(float)
+                ax.scatter(vals, np.full(len(vals), y), s=14, color="#1f77b4", alpha=0.75, zorder=2,
+                           label="ours (one dot per seed)" if y == 0 else None, linewidths=0)
+            hollow = not r["threshold_stated"]
+            ax.scatter([r.published], [y], marker="D", s=30, zorder=3,
+                       facecolors="none" if hollow else "#d62728", edgecolors="#d62728",
+                       label="published" if y == 0 else None)
+        ax.set_title(d, fontsize=10)
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    axes[0, 0].set_yticks(range(len(methods)), methods, fontsize=8)
+    axes[0, 0].set_ylim(-0.7, len(methods) - 0.3)
+    handles = [plt.Line2D([], [], ls="", marker="o", color="#1f77b4", label="ours (one dot per seed)"),
+               plt.Line2D([], [], ls="", marker="D", color="#d62728", label="published")]
+    if metric in THRESHOLD_METRICS:
+        handles.append(plt.Line2D([], [], ls="", marker="D", markerfacecolor="none",
+                                  color="#d62728", label="published, threshold not stated"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)}: our seeds and the published value"
+                 + (f"\n{context}" if context else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def run(runs: pd.DataFrame, pub: Published, out_dir, context: str = "") -> tuple[pd.DataFrame,
+                                                                                   list[Path]]:
+    """Compare and write ``compare-<name>.csv``, ``compare-<name>.md`` and
+    ``compare-<name>-<metric>.png`` into ``out_dir``. ``runs`` must hold one protocol, the one the
+    published numbers come from, with recall/F1 under the ``paper`` policy."""
+    protocol = pub.meta.get("protocol")
+    have = sorted(set(runs.protocol))
+    if protocol and have != [protocol]:
+        raise BenchError(f"{pub.name} was published under protocol {protocol!r}; these runs are "
+                         f"{', '.join(have)}: run the experiment with --protocol {protocol}")
+    cmp = compare(runs, pub)
+    if cmp.empty:
+        raise BenchError(f"no method of {pub.name} ({', '.join(dict.fromkeys(pub.values.method))}) "
+                         "has runs in this store")
+    missing = [m for m in dict.fromkeys(pub.values.method) if m not in set(cmp.method)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = out_dir / f"compare-{pub.name}.csv"
+    cmp.to_csv(csv, index=False, float_format="%.6f")
+    md = out_dir / f"compare-{pub.name}.md"
+    md.write_text(markdown(cmp, pub, context, missing), encoding="utf-8")
+    written = [csv, md]
+    ok = runs[runs.status == "ok"]
+    for metric in dict.fromkeys(cmp.metric):
+        written.append(figure(cmp, metric, out_dir / f"compare-{pub.name}-{metric}.png", context,
+                              ok))
+    return cmp, written

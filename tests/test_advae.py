@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from bench import registry
 from bench.base import TrainingDiverged
-from methods.advae import (SCORE_SALT, AdVAE, _Adam, hinge, kl2, kl_divergence, mse)
+from methods.advae import SCORE_SALT, AdVAE, hinge, kl2, kl_divergence, mse
+from methods.invariant import StackAdam
 from methods.backbone import member_generators
 
 torch.set_num_threads(1)
@@ -196,7 +197,7 @@ def test_adam_matches_torch_optim_bitwise():
     shapes = [(3, 7, 10), (3, 1, 10), (3, 10, 5)]
     ours = [torch.randn(*s, generator=g) for s in shapes]
     ref = [torch.nn.Parameter(p.clone()) for p in ours]
-    opt, ref_opt = _Adam(ours, lr=1e-3), torch.optim.Adam(ref, lr=1e-3, foreach=True)
+    opt, ref_opt = StackAdam(ours, lr=1e-3), torch.optim.Adam(ref, lr=1e-3)  # CPU default: per tensor
     for _ in range(7):
         grads = [torch.randn(*s, generator=g) for s in shapes]
         for view, gr in zip(opt.grads, grads):
@@ -248,15 +249,14 @@ def test_telemetry_records_every_term_every_log_every(small_data):
 
 def test_non_finite_loss_fails_that_member_only(small_data, monkeypatch):
     X, _ = small_data
-    build = AdVAE.build_networks
+    train = AdVAE.train_stack
 
-    def poisoned(self, d, seeds):  # the member of seed 1 starts with a NaN weight
-        nets = build(self, d, seeds)
+    def poisoned(self, nets, X, seeds, log):  # the member of seed 1 starts with a NaN weight
         with torch.no_grad():
             nets["G"].fc3.weight[seeds.index(1), 0, 0] = float("nan")
-        return nets
+        return train(self, nets, X, seeds, log)
 
-    monkeypatch.setattr(AdVAE, "build_networks", poisoned)
+    monkeypatch.setattr(AdVAE, "train_stack", poisoned)
     out = AdVAE.fit_group([AdVAE(n_iter=30, log_every=10, L=8, random_state=s) for s in (0, 1)], [X, X])
     assert isinstance(out[0], AdVAE) and np.isfinite(out[0].anomaly_score(X[:5])).all()
     assert isinstance(out[1], TrainingDiverged) and out[1].iteration == 0

@@ -19,7 +19,7 @@ SHAPES = {"letter": (1200, 32, 11), "cardio": (1324, 21, 7), "satellite": (3945,
 #: every deep method that trains seed stacks (mo-gaal fits one run at a time: max_group_size 1)
 STACKED = ["ae", "vae", "gan", "wgan-gp", "dagmm", "advae", "e-advae", "g-advae",
            "advae[gradients=autograd]"]
-N_ITER = 12
+N_ITER = 6  # iterations 1, 3 and 5 are short last batches
 
 
 def synthetic(dataset: str, seed: int = 0):
@@ -54,7 +54,7 @@ def test_member_of_any_stack_is_its_solo_fit(spec, dataset):
         for s, det in enumerate(group):
             assert not isinstance(det, Exception), det
             if s not in solo:  # the stack of S = s + 1 is the first to hold seed s; fit it alone
-                alone = make(spec, k, s).fit(X)
+                alone = det if S == 1 else make(spec, k, s).fit(X)
                 solo[s] = (fitted_state(alone), alone.anomaly_score(X_test), alone.history_)
             state, scores, history = solo[s]
             got = fitted_state(det)
@@ -93,9 +93,12 @@ def test_stored_seed_is_the_full_block_result_whatever_was_asked(tmp_path, synth
     from bench.store import Store
 
     datasets = tuple(synthetic_catalogue)
-    overrides = tuple(Override(tuple(s.split("[")[0] for s in STACKED), (f"synth-{name}",),
-                               {"latent_dim": k, "n_iter": N_ITER, "log_every": 4})
+    names = tuple(s.split("[")[0] for s in STACKED)
+    overrides = tuple(Override(names, (f"synth-{name}",), {"latent_dim": k, "n_iter": N_ITER,
+                                                            "log_every": 4})
                       for name, (_, _, k) in SHAPES.items())
+    overrides += (Override(tuple(n for n in names if n == "vae" or "advae" in n), datasets,
+                           {"L": 16}),)
     specs = tuple(STACKED)
 
     def run(out, seeds):

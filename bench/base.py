@@ -14,8 +14,9 @@
   each member has its own training rows) to this classmethod, at most ``max_group_size`` at once.
   It returns one item per member: the fitted detector, or the Exception that member failed with (a
   failing member must not take its group down). The default fits them one by one; a method may
-  override it to train them together (e.g. stacked networks), as long as each member ends up
-  fitted as if it had been fitted alone (same seed -> same scores, whatever the grouping).
+  override it to train them together (e.g. stacked networks: ``methods.stacked.StackedFit``), as long
+  as each member ends up fitted as if it had been fitted alone (same seed -> the same scores bit for
+  bit, whatever the grouping: the run key does not name the group).
 - ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).
 - ``monitored_losses``: the ``history_`` keys the "loss never decreased" health flag looks at
   (default: all of them).
@@ -67,43 +68,3 @@ class Detector(BaseEstimator):
             except Exception as exc:  # noqa: BLE001 - recorded as the member's failure
                 out.append(exc)
         return out
-
-
-class StackedFit:
-    """Mixin for methods that train a group of seeds together as one stack of networks. The subclass
-    defines ``_fit_stack(dets, Xs) -> list[fitted detector | Exception]`` for members whose training
-    arrays have the same shape; ``fit`` is a group of one. Members are split by training shape (the
-    ``resample`` protocol can give seeds different row counts), and a stack that raises fails each of
-    its members with that exception, never the other stacks."""
-
-    def fit(self, X: np.ndarray):
-        (result,) = type(self).fit_group([self], [X])
-        if isinstance(result, Exception):
-            raise result
-        return self
-
-    @classmethod
-    def fit_group(cls, detectors, X_trains):
-        ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
-        for det in detectors[1:]:
-            other = {k: v for k, v in det.get_params().items() if k != "random_state"}
-            if other != ref:
-                raise ValueError(f"{cls.__name__}.fit_group: members differ in parameters other than "
-                                 f"random_state ({ref} vs {other}); fit them separately")
-        Xs = [np.asarray(X, dtype=np.float32) for X in X_trains]
-        results: list = [None] * len(detectors)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, X in enumerate(Xs):
-            by_shape.setdefault(X.shape, []).append(i)
-        for members in by_shape.values():
-            try:
-                fitted = cls._fit_stack([detectors[i] for i in members], [Xs[i] for i in members])
-            except Exception as exc:  # noqa: BLE001 - every member of this stack failed with it
-                fitted = [exc] * len(members)
-            for i, res in zip(members, fitted):
-                results[i] = res
-        return results
-
-    @classmethod
-    def _fit_stack(cls, dets: list, Xs: list[np.ndarray]) -> list:  # pragma: no cover - interface
-        raise NotImplementedError

@@ -1,5 +1,6 @@
-"""Command line: ``python run_bench.py {run,report,compare,leaderboard,list,reference,perf}``; no
-arguments = ``run``."""
+"""Command line: ``python run_bench.py {run,report,compare,leaderboard,list,...}``; no arguments =
+``run``. Further subcommands (adVAE's ``reference`` and ``perf``) come from definition modules through
+``registry.register_command``."""
 from __future__ import annotations
 
 import argparse
@@ -132,17 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[plug], help="list registered methods, datasets, protocols and "
                    "threshold policies")
 
-    ref = sub.add_parser("reference", help="score the adVAE authors' released weights (check of the evaluation path)")
-    ref.add_argument("--out", default=str(REPO_ROOT / "results" / "reference"), help="output directory (default: %(default)s)")
-    ref.add_argument("--checkpoints", help="directory holding <dataset>-encoder.pt / -decoder.pt")
-    ref.add_argument("--data-dir", help="directory holding the .mat files")
-    ref.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
+    # Subcommands that definition modules contribute (adVAE's reference and perf, methods/advae_tools.py)
+    from bench import registry
 
-    perf = sub.add_parser("perf", help="time adVAE training iterations and L-sample scoring")
-    perf.add_argument("--datasets", type=_csv, help="comma-separated dataset names (default: all)")
-    perf.add_argument("--n-iter", type=int, default=200, help="iterations to time (default: %(default)s)")
-    perf.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
-    perf.add_argument("--data-dir", help="directory holding the .mat files")
+    for cmd in registry.commands().values():
+        if cmd.name in sub.choices:
+            continue  # a built-in command keeps its name
+        cmd.add_arguments(sub.add_parser(cmd.name, help=cmd.help))
     return p
 
 
@@ -265,22 +262,6 @@ def _cmd_list(a) -> int:
     return 0
 
 
-def _cmd_reference(a) -> int:
-    from bench.reference import run_reference
-
-    df = run_reference(a.out, data_dir=a.data_dir, checkpoints_dir=a.checkpoints, L=a.L)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {Path(a.out) / 'reference.csv'} and reference.md", file=sys.stderr)
-    return 0
-
-
-def _cmd_perf(a) -> int:
-    from bench.perf import run_perf
-
-    run_perf(datasets=a.datasets, n_iter=a.n_iter, L=a.L, data_dir=a.data_dir)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -289,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
-               "leaderboard": _cmd_leaderboard, "list": _cmd_list,
-               "reference": _cmd_reference, "perf": _cmd_perf}[args.command]
+    builtin = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
+               "leaderboard": _cmd_leaderboard, "list": _cmd_list}
+    if args.command in builtin:
+        handler = builtin[args.command]
+    else:
+        from bench import registry
+
+        handler = registry.commands()[args.command].run
     try:
         _load_plugins(args)
         return handler(args)

@@ -1,11 +1,13 @@
 """Check of the evaluation path with the adVAE authors' released weights.
 
 ``run_reference`` loads the authors' trained encoder and generator for each dataset (their repository
-WangXuhongCN/adVAE, folder checkpoints/; a copy in ../shared/checkpoints/advae-reference), scores the
-paper split with L latent samples through the benchmark's own scoring code (methods.advae.score_rows,
-i.e. backbone.mean_reconstruction_error), thresholds the training scores with the exact ``kde`` policy
-and the authors' ``kde-grid-legacy`` one, and computes the metrics. Split, scaling, scoring, threshold
-and metrics all run on networks nobody here trained, so a wrong step anywhere shows up as a wrong number.
+WangXuhongCN/adVAE, folder checkpoints/; a copy in ../shared/checkpoints/advae-reference) through the
+``load`` function it is given (adVAE's, from methods/advae_tools.py, which also registers the
+``reference`` command: plumbing never imports a definition), scores the paper split with L latent
+samples through the benchmark's own scoring code, thresholds the training scores with the exact
+``kde`` policy and the authors' ``kde-grid-legacy`` one, and computes the metrics. Split, scaling,
+scoring, threshold and metrics all run on networks nobody here trained, so a wrong step anywhere shows
+up as a wrong number.
 
 Checkpoint directory lookup (like the data): ``checkpoints_dir`` argument, $ADVAE_BENCH_CHECKPOINTS,
 ``checkpoints/`` in the repository, ``../shared/checkpoints/advae-reference`` beside it. Files:
@@ -14,10 +16,12 @@ Checkpoint directory lookup (like the data): ``checkpoints_dir`` argument, $ADVA
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
-from bench import data
+from bench import BenchError, data
 from bench.metrics import METRICS, evaluate
 from bench.protocols import make_split
 from bench.thresholds import threshold
@@ -36,23 +40,28 @@ def checkpoint_paths(dataset: str, checkpoints_dir=None) -> tuple[Path, Path]:
                                 CHECKPOINTS_SOURCE) for part in ("encoder", "decoder"))
 
 
-def run_reference(out_dir, data_dir=None, checkpoints_dir=None, L: int = 1000, seed: int = 0,
-                  datasets=None) -> pd.DataFrame:
-    """Score the paper split of each dataset with the authors' weights; write ``reference.csv`` and
-    ``reference.md`` to ``out_dir`` and return the table (one row per dataset and threshold policy)."""
-    from methods.advae import load_reference, score_rows
+#: ``load(encoder_path, decoder_path) -> (n_features, score)`` with ``score(X, L, seed) -> (n,)``.
+Loader = Callable[[Path, Path], tuple[int, Callable[[np.ndarray, int, int], np.ndarray]]]
 
+
+def run_reference(out_dir, load: Loader, data_dir=None, checkpoints_dir=None, L: int = 1000,
+                  seed: int = 0, datasets=None) -> pd.DataFrame:
+    """Score the paper split of each dataset with the authors' weights (read by ``load``); write
+    ``reference.csv`` and ``reference.md`` to ``out_dir`` and return the table (one row per dataset
+    and threshold policy)."""
+    if int(L) < 1:
+        raise BenchError(f"--L must be >= 1 (latent samples per scored row), got {L}")
     rows = []
     for name in datasets or list(data.catalogue()):
         ds = data.load(name, data_dir)
         split = make_split(ds, "paper", seed)
         enc_path, dec_path = checkpoint_paths(name, checkpoints_dir)
-        E, G = load_reference(enc_path, dec_path)
-        if E.fc1.weight.shape[1] != ds.X.shape[1]:
-            raise ValueError(f"reference weights for {name!r} expect {E.fc1.weight.shape[1]} features, "
-                             f"the dataset has {ds.X.shape[1]}")
-        train = score_rows(E, G, split.X_train, L=L, seed=seed)
-        test = score_rows(E, G, split.X_test, L=L, seed=seed)
+        n_features, score = load(enc_path, dec_path)
+        if n_features != ds.X.shape[1]:
+            raise BenchError(f"reference weights {enc_path} expect {n_features} features, dataset "
+                             f"{name!r} has {ds.X.shape[1]}: the checkpoint belongs to another dataset")
+        train = score(split.X_train, L, seed)
+        test = score(split.X_test, L, seed)
         for policy in POLICIES:
             thr = threshold(policy, train)
             rows.append({"dataset": name, "threshold_policy": policy,

@@ -24,7 +24,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Callable
 
 from bench import BenchError
 from bench.base import Detector
@@ -43,7 +43,20 @@ class MethodEntry:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Command:
+    """A CLI subcommand that a definition module contributes (e.g. adVAE's ``reference`` and ``perf``,
+    methods/advae_tools.py): ``add_arguments(parser)`` declares its flags, ``run(args) -> exit status``
+    does the work and raises BenchError for bad input."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[Any], None]
+    run: Callable[[Any], int]
+
+
 _REGISTRY: dict[str, MethodEntry] = {}
+_COMMANDS: dict[str, Command] = {}
 _BROKEN: dict[str, str] = {}  # method module -> why it could not be imported
 _loaded = False
 
@@ -59,6 +72,21 @@ def register(name: str, defaults: dict | None = None, description: str | None = 
         return cls
 
     return deco
+
+
+def register_command(name: str, help: str, add_arguments: Callable[[Any], None],
+                     run: Callable[[Any], int]) -> None:
+    """Add a ``python run_bench.py <name>`` subcommand from a definition module (plumbing reaches the
+    definitions' tools through here instead of importing them)."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"command name {name!r} must be lowercase kebab-case")
+    _COMMANDS[name] = Command(name, help, add_arguments, run)
+
+
+def commands() -> dict[str, Command]:
+    """Every subcommand the definition modules registered, by name."""
+    _load_all()
+    return dict(_COMMANDS)
 
 
 def _load_all() -> None:

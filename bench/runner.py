@@ -1,8 +1,12 @@
 """The runner: expands an experiment into runs, skips stored ones, executes the rest in groups.
 
 A run is a pure function of (method spec, dataset, protocol, seed) -> record + raw scores. Its key
-hashes the method name and version, the fully resolved parameters, the dataset's checksum, the
-protocol and the seed; a stored ``ok`` run with that key is not recomputed (``force`` recomputes).
+hashes the method name and version, a digest of the method's source (its file and the files of its
+package it imports, bench/sources.py), the fully resolved parameters, the dataset's checksum, the
+protocol, the seed and the spec as written (two specs that resolve to the same parameters, e.g. a
+sweep's value that equals the default, are stored as two runs, each under its own name); a stored ``ok`` run with that key is not recomputed (``force`` recomputes).
+Which seeds train together is not in the key: a member of a stack is bit-identical to its solo fit
+(methods/invariant.py, tests/test_invariance.py).
 
 Runs of the same method, dataset, protocol and parameters except ``random_state`` form a group
 (at most the method's ``max_group_size``) that is handed to the method's ``fit_group``, so a method
@@ -31,6 +35,7 @@ from bench import data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
+from bench.sources import method_digest
 from bench.store import Store
 from bench.telemetry import health_flags
 from bench.thresholds import threshold as compute_threshold
@@ -74,13 +79,15 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                 extra = {**registry.entry(name).cls.quick_params, **extra}
             det, name, params = registry.build(spec, extra)
             version = getattr(type(det), "version", "1")
+            code = method_digest(type(det))  # the method's file and the files it imports
             for protocol, seed in itertools.product(exp.protocols, exp.seeds):
                 p = dict(params)
                 if "random_state" in p:
                     p["random_state"] = int(seed)
                 pj = _jsonable(p)
                 key = hashlib.sha256(json.dumps(
-                    [name, version, pj, ds.sha256, protocol, int(seed)]).encode()).hexdigest()[:24]
+                    [name, version, code, pj, ds.sha256, protocol, int(seed), canonical]
+                ).encode()).hexdigest()[:24]
                 runs.append(Run(key, canonical, name, pj, dataset, ds.sha256, protocol, int(seed)))
     return runs
 

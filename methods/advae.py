@@ -30,12 +30,21 @@ reach G); step 2 updates E on L_E with the updated G, the same z and z_T, and E'
 detach(x_r), detach(x_Tr). Two Adam optimizers (G+T, and E). Section 3.1's sentence "L_T + lambda L_G"
 contradicts Algorithm 1 and Fig. 2; Algorithm 1 is followed.
 
-How it is computed. ``step1_losses`` / ``step2_losses`` state the two objectives with autograd, term by
-term; they are the definition (the tests differentiate them) and they give the logged loss values.
-Training (``step1`` / ``step2``) applies the SAME gradients written out by hand (the derivative of each
-term is next to its name): these networks are so small that autograd's per-operation bookkeeping costs
-more than the arithmetic, and the hand-written steps make a 20000-iteration fit several times faster. The
-tests check the hand-written gradients against autograd's for every switch setting.
+How it is computed. ``sample_latents`` / ``step1_losses`` / ``step2_losses`` state Algorithm 1's
+latents and two objectives term by term; they are the definition. Two training paths (``gradients``):
+  autograd  trains from the definitions through autograd over the same stacked networks and the same
+            flat Adam buffers; the reference, and the path of any subclass that overrides a definition
+            (a new or changed loss term trains without deriving its gradient);
+  hand      the fast path: ``step1`` / ``step2`` apply the SAME gradients written out by hand (the
+            derivative of each term is next to its name), used only where the definitions are this
+            class's (``gradients="auto"``, the default). These networks are so small that autograd's
+            per-operation bookkeeping costs more than the arithmetic: measured at about 1.5 to 2.5x
+            faster than autograd per iteration on cardio, letter, pendigits and satellite (5-seed
+            stack, one thread, on a loaded shared 2-core machine; README "Ablations"), less on
+            optdigits (d = 64, where the arithmetic weighs more): not "several times".
+The tests check the hand-written gradients against autograd's for every switch setting, and whole fits
+of the two paths against each other (equal to float tolerance; on the machine they were written on,
+bit for bit).
 
 Switches (the paper's ablations, Section 4.6, are settings of this one implementation):
   transformer=False      no T: no L_T and no z_T pipeline (every term with x_Tr is gone)
@@ -54,9 +63,9 @@ shared by every row, so a row's score depends only on the row and the seed, what
 float32 rounding: a CPU matrix product may round a row differently depending on how many rows it
 multiplies at once). Higher = more anomalous.
 
-Stacking: every operation of the hand-written steps gives member s bit-identical results whatever S, so
-a member trained in a stack ends up exactly as trained alone (hence the exp-based sigmoid and the
-non-fused Adam below).
+Stacking: both paths take their arithmetic from methods/invariant.py (the exp-based sigmoid, 1-wide
+products, StackAdam), so a member trained in a stack ends up bit for bit as trained alone
+(tests/test_invariance.py).
 """
 from __future__ import annotations
 
@@ -66,15 +75,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (NOISE_SALT, SCORE_SALT, Encoder, Generator, Shape, StackedLinear,
-                              batch_indices, latent_size, load_linear_state, mean_reconstruction_error,
-                              member_copy, member_generators, pick_device)
+from methods.backbone import (SCORE_SALT, Encoder, Generator, Shape,  # noqa: F401 (SCORE_SALT)
+                              StackedLinear, load_linear_state, member_generators)
+from methods.invariant import StackAdam, bmm, linear, one_wide, sigmoid_
+from methods.stacked import (Feed, StackedDeepDetector, all_diverged, l_sample_scores, rows,
+                             store_params)
 
-#: Iterations whose mini-batches and noise are prepared at once (fewer small operations per step).
-FEED_BLOCK = 64
+#: The definitions whose hand-written gradients the fast path implements; a subclass that overrides
+#: one of them trains through autograd.
+DEFINITIONS = ("sample_latents", "step1_losses", "step2_losses")
+#: Values of the ``gradients`` parameter.
+GRADIENTS = ("auto", "hand", "autograd")
 
 
 # ---- loss terms (per sample: (..., features or k) -> (...)) ---------------------------------------
@@ -117,20 +130,19 @@ class GaussianTransformer(nn.Module):
         self.fctlogvar = StackedLinear(2 * k, k, generators)
 
     def forward(self, mu, logvar):
-        hid = torch.sigmoid(self.fct2(torch.sigmoid(self.fct1(torch.cat((mu, logvar), dim=-1)))))
+        hid = _sigmoid(self.fct2(_sigmoid(self.fct1(torch.cat((mu, logvar), dim=-1)))))
         return self.fctmu(hid), self.fctlogvar(hid)
+
+
+def _sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)): the hand-written steps' sigmoid (``invariant.sigmoid_``), differentiable."""
+    return torch.reciprocal(torch.exp(-x) + 1.0)
 
 
 
 
 _relu_backward = torch.ops.aten.threshold_backward.default  # (grad, relu output, 0)
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default  # (grad, sigmoid output)
-
-
-def _sigmoid_(x: torch.Tensor) -> torch.Tensor:
-    """1 / (1 + exp(-x)), in place. Not torch.sigmoid: on the CPU its vectorised and scalar (tail) paths
-    round differently, so a member's values would depend on its place in the stack; exp's paths agree."""
-    return x.neg_().exp_().add_(1.0).reciprocal_()
 
 
 class _Net:
@@ -149,16 +161,16 @@ class _Net:
         if [id(p) for p in self.params] != [id(p) for p in module.parameters()]:
             raise RuntimeError(f"{type(module).__name__}: unexpected layers")
         self.act_, self.act_backward = ((torch.relu_, lambda g, h: _relu_backward(g, h, 0))
-                                        if act == "relu" else (_sigmoid_, _sigmoid_backward))
+                                        if act == "relu" else (sigmoid_, _sigmoid_backward))
         self.out_sigmoid = out_sigmoid
 
     def forward(self, x):
         """x (S, B, in) -> (outputs [(S, B, out) per head], activations [x, hidden 1, hidden 2])."""
         acts = [x]
         for W, b in self.trunk:
-            acts.append(self.act_(torch.baddbmm(b, acts[-1], W)))
-        outs = [torch.baddbmm(b, acts[-1], W) for W, b in self.heads]
-        return ([_sigmoid_(o) for o in outs] if self.out_sigmoid else outs), acts
+            acts.append(self.act_(linear(acts[-1], W, b)))
+        outs = [linear(acts[-1], W, b) for W, b in self.heads]
+        return ([sigmoid_(o) for o in outs] if self.out_sigmoid else outs), acts
 
     def backward(self, outs, acts, g_outs, input_grad: bool = False, weight_grads: bool = True,
                  out: list[torch.Tensor] | None = None, accumulate: bool = False):
@@ -179,11 +191,14 @@ class _Net:
             if self.out_sigmoid:
                 g = _sigmoid_backward(g, o)
             layer_grads(n_trunk + j, acts[-1], g)
-            g_h = torch.bmm(g, WT) if g_h is None else torch.baddbmm(g_h, g, WT)
+            if g_h is None:
+                g_h = bmm(g, WT)
+            else:
+                g_h = g_h + bmm(g, WT) if one_wide(g, WT) else torch.baddbmm(g_h, g, WT)
         for i in reversed(range(n_trunk)):
             g = self.act_backward(g_h, acts[i + 1])
             layer_grads(i, acts[i], g)
-            g_h = torch.bmm(g, self.trunk_WT[i]) if (i > 0 or input_grad) else None
+            g_h = bmm(g, self.trunk_WT[i]) if (i > 0 or input_grad) else None
         return g_h, (grads if weight_grads else None)
 
 
@@ -191,48 +206,13 @@ def _param_grads(a: torch.Tensor, g: torch.Tensor, out_w, out_b, accumulate: boo
     """Gradients of a linear layer's weight, a^T g (S, i, o), and bias, g summed over rows (S, 1, o),
     given its input a (S, B, i) and output gradient g (S, B, o); written into / added to out_w, out_b."""
     if out_w is None:
-        return torch.bmm(a.mT, g), g.sum(dim=1, keepdim=True)
+        return bmm(a.mT, g), g.sum(dim=1, keepdim=True)
+    if one_wide(a.mT, g):
+        w, b = bmm(a.mT, g), g.sum(dim=1, keepdim=True)
+        return (out_w.add_(w), out_b.add_(b)) if accumulate else (out_w.copy_(w), out_b.copy_(b))
     if accumulate:
         return out_w.baddbmm_(a.mT, g), out_b.add_(g.sum(dim=1, keepdim=True))
     return torch.bmm(a.mT, g, out=out_w), torch.sum(g, dim=1, keepdim=True, out=out_b)
-
-
-class _Adam:
-    """Adam (Kingma & Ba; default betas and eps) over a fixed parameter list: the arithmetic of
-    ``torch.optim.Adam(foreach=True)``, in its order, on ONE flat buffer. The parameters are re-pointed
-    to views of ``flat``, and ``grads`` are views of ``grad_flat`` that the hand-written gradients are
-    written into, so a step is a handful of operations instead of a handful per tensor (torch.optim's
-    bookkeeping costs more than the update for these small networks). Not the fused kernel: on the CPU
-    it rounds a tensor's tail differently from its body, so a member's update would depend on its place
-    in the stack. Build it after moving the networks to their device."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params, self.lr, self.betas, self.eps = list(params), float(lr), betas, eps
-        with torch.no_grad():
-            self.flat = torch.cat([p.reshape(-1) for p in self.params])
-            self.grad_flat = torch.zeros_like(self.flat)
-            self.grads, offset = [], 0
-            for p in self.params:
-                n = p.numel()
-                p.data = self.flat[offset:offset + n].view_as(p)
-                self.grads.append(self.grad_flat[offset:offset + n].view_as(p))
-                offset += n
-        self.exp_avg = torch.zeros_like(self.flat)
-        self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update from the gradients currently in ``grads``."""
-        beta1, beta2 = self.betas
-        g = self.grad_flat
-        self.t += 1
-        self.exp_avg.lerp_(g, 1 - beta1)  # m = beta1 m + (1 - beta1) g
-        self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
-        bias_correction1 = 1 - beta1 ** self.t
-        bias_correction2 = 1 - beta2 ** self.t
-        denom = self.exp_avg_sq.sqrt().div_(bias_correction2 ** 0.5).add_(self.eps)
-        self.flat.addcdiv_(self.exp_avg, denom, value=(self.lr / bias_correction1) * -1)
 
 
 class _Views(NamedTuple):
@@ -272,32 +252,9 @@ class Iteration(NamedTuple):
 
 
 # ---- scoring and the authors' weights -------------------------------------------------------------
-def score_rows(encoder: Encoder, generator: Generator, X: np.ndarray, L: int = 1000, seed: int = 0,
-               budget_mb: float = 256) -> np.ndarray:
-    """adVAE's anomaly score (paper Section 3.4) of each row of X (n, d) with S = 1 networks: the
-    squared error of the mean of L reconstructions. The L standard-normal draws eps (L, k) come from
-    ``seed`` alone and are shared by every row; rows are scored in chunks under ``budget_mb`` MiB
-    (the result does not depend on the chunking, up to float32 rounding). Returns (n,) float64."""
-    if int(L) < 1:
-        raise ValueError(f"adVAE scoring: L must be >= 1, got {L}")
-    if not float(budget_mb) > 0:
-        raise ValueError(f"adVAE scoring: score_budget_mb must be > 0, got {budget_mb}")
-    w = encoder.fc1.weight  # (1, d, h)
-    k = encoder.fcmu.weight.shape[2]
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != w.shape[1]:
-        raise ValueError(f"adVAE scoring: expected rows of {w.shape[1]} features, got shape {X.shape}")
-    gen = member_generators([int(seed)], SCORE_SALT)[0]
-    eps = torch.randn(1, int(L), k, generator=gen).to(w.device)  # (1, L, k)
-    x = torch.from_numpy(X).to(w.device)  # (n, d)
-    s = mean_reconstruction_error(encoder.eval(), generator.eval(), x, eps,
-                                  budget_bytes=max(1, int(float(budget_mb) * 2**20)))  # (1, n)
-    return s[0].double().cpu().numpy()
-
-
 def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Encoder, Generator]:
     """The adVAE authors' released weights (state_dicts of their Encoder: fc1, fc2, fcmu, fclogvar, and
-    Decoder: fc3, fc4, fcxmu) as an S = 1 (E, G) pair for ``score_rows``."""
+    Decoder: fc3, fc4, fcxmu) as an S = 1 (E, G) pair for ``stacked.l_sample_scores``."""
     enc = torch.load(encoder_path, map_location="cpu", weights_only=True)
     dec = torch.load(decoder_path, map_location="cpu", weights_only=True)
     h, d = enc["fc1.weight"].shape
@@ -320,7 +277,7 @@ def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Enc
 @register("g-advae", defaults={"encoder_hinge": False},
           description="G-adVAE (adVAE ablation, paper 4.6): only the generator discriminates; "
                       "E trains as a plain VAE")
-class AdVAE(StackedFit, Detector):
+class AdVAE(StackedDeepDetector):
     """adVAE (Wang et al., KBS 2020): self-adversarial VAE with a Gaussian anomaly prior.
 
     Parameters (paper values as defaults; configs/paper.toml sets the per-dataset ones of Table 2):
@@ -330,15 +287,14 @@ class AdVAE(StackedFit, Detector):
     batch_size (128), lr (both Adam optimizers; 1e-3), L (latent samples per scored row; 1000),
     transformer / encoder_hinge / generator_hinge (ablation switches, see the module docstring),
     log_every (telemetry period, iterations), score_budget_mb (memory bound of L-sample scoring, MiB),
-    device ("auto" = GPU when present), random_state (weight init, batch order, z / z_T noise, scoring
-    samples).
+    device ("auto" = GPU when present), gradients ("auto": the hand-written fast path where the loss
+    definitions are the paper's, autograd where a subclass overrides one; "hand"; "autograd"),
+    random_state (weight init, batch order, z / z_T noise, scoring samples).
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
 
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
-    max_group_size = 8
-    quick_params = {"n_iter": 300}
     # The adversarial totals need not fall; a reconstruction that never improves means a broken run.
     monitored_losses = ["mse"]
 
@@ -346,26 +302,19 @@ class AdVAE(StackedFit, Detector):
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, L: int = 1000, transformer: bool = True,
                  encoder_hinge: bool = True, generator_hinge: bool = True, log_every: int = 100,
-                 score_budget_mb: float = 256, device: str = "auto", random_state: int = 0):
-        self.latent_dim = latent_dim
-        self.lambda_ = lambda_
-        self.gamma = gamma
-        self.m_x = m_x
-        self.m_z = m_z
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.lr = lr
-        self.L = L
-        self.transformer = transformer
-        self.encoder_hinge = encoder_hinge
-        self.generator_hinge = generator_hinge
-        self.log_every = log_every
-        self.score_budget_mb = score_budget_mb
-        self.device = device
-        self.random_state = random_state
+                 score_budget_mb: float = 256, device: str = "auto", gradients: str = "auto",
+                 random_state: int = 0):
+        store_params(self, locals())
 
     # ---- setup ----------------------------------------------------------------------------------
-    def check_params(self) -> None:
+    def _check_params(self) -> None:
+        if self.gradients not in GRADIENTS:
+            raise ValueError(f"adVAE: gradients must be one of {', '.join(GRADIENTS)}, got "
+                             f"{self.gradients!r}")
+        if self.gradients == "hand" and not self.paper_definitions():
+            raise ValueError(f"{type(self).__name__}: gradients='hand' needs the paper's loss "
+                             f"definitions, but {', '.join(self._overridden())} is overridden; use "
+                             "gradients='auto' or 'autograd'")
         if self.generator_hinge and not self.transformer:
             raise ValueError("adVAE: generator_hinge=True needs transformer=True (the generator hinge "
                              "[m_x - MSE(x_r, x_Tr)]^+ compares G(z) with G(z_T), and z_T comes from T); "
@@ -381,24 +330,35 @@ class AdVAE(StackedFit, Detector):
         if not float(self.score_budget_mb) > 0:
             raise ValueError(f"adVAE: score_budget_mb must be > 0, got {self.score_budget_mb}")
 
-    def latent_size(self, d: int) -> int:
-        return latent_size(self.latent_dim, d)
+    check_params = _check_params
 
-    def build_networks(self, d: int, seeds: list[int]) -> nn.ModuleDict:
-        """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
-        shape = Shape(d, self.latent_size(d))
-        gens = member_generators(seeds)
+    def _overridden(self) -> list[str]:
+        return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(AdVAE, n)]
+
+    def paper_definitions(self) -> bool:
+        """Whether ``sample_latents``, ``step1_losses`` and ``step2_losses`` are the paper's (this
+        class's), i.e. whether the hand-written gradients compute the gradient of this objective."""
+        return not self._overridden()
+
+    def uses_hand_gradients(self) -> bool:
+        return self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions())
+
+    def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         nets = {"E": Encoder(shape, gens), "G": Generator(shape, gens)}
         if self.transformer:
             nets["T"] = GaussianTransformer(shape.k, gens)
         return nn.ModuleDict(nets)
 
-    def build_optimizers(self, nets: nn.ModuleDict) -> tuple[_Adam, _Adam]:
+    def build_networks(self, d: int, seeds: list[int]) -> nn.ModuleDict:
+        """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
+        return self._build(Shape(d, self.latent_size(d)), member_generators(seeds))
+
+    def build_optimizers(self, nets: nn.ModuleDict) -> tuple[StackAdam, StackAdam]:
         """Algorithm 1's two Adam optimizers: G and T (step 1), E (step 2). Parameter order: G's then
         T's, E's (each in ``parameters()`` order), as the hand-written gradients come. The networks'
         parameters become views of the optimizers' flat buffers (build after ``.to(device)``)."""
         gt = [*nets["G"].parameters(), *(nets["T"].parameters() if "T" in nets else [])]
-        return _Adam(gt, self.lr), _Adam(list(nets["E"].parameters()), self.lr)
+        return StackAdam(gt, self.lr), StackAdam(list(nets["E"].parameters()), self.lr)
 
     # ---- the objectives, with autograd (the definition; also the logged values) -----------------
     def sample_latents(self, nets: nn.ModuleDict, x: torch.Tensor, eps: torch.Tensor) -> Latents:
@@ -471,7 +431,7 @@ class AdVAE(StackedFit, Detector):
         with torch.no_grad():
             return self._begin(_views(nets), x, eps)
 
-    def step1(self, nets: nn.ModuleDict, opt_GT: _Adam, it: Iteration) -> list[torch.Tensor]:
+    def step1(self, nets: nn.ModuleDict, opt_GT: StackAdam, it: Iteration) -> list[torch.Tensor]:
         """Algorithm 1, step 1: one Adam step of G and T on L_G + lambda * L_T (E is not updated).
         Returns the gradients applied (G's then T's parameters)."""
         with torch.no_grad():
@@ -479,7 +439,7 @@ class AdVAE(StackedFit, Detector):
             opt_GT.step()
         return grads
 
-    def step2(self, nets: nn.ModuleDict, opt_E: _Adam, it: Iteration) -> list[torch.Tensor]:
+    def step2(self, nets: nn.ModuleDict, opt_E: StackAdam, it: Iteration) -> list[torch.Tensor]:
         """Algorithm 1, step 2: one Adam step of E on L_E (G and T are not updated). Returns E's
         gradients."""
         with torch.no_grad():
@@ -593,97 +553,84 @@ class AdVAE(StackedFit, Detector):
         return [a + b for a, b in zip(grads, E.backward([mu, logvar], E_acts, [g_mu, g_lv])[1])]
 
     # ---- fitting --------------------------------------------------------------------------------
-    @classmethod
-    def _fit_stack(cls, dets: list["AdVAE"], Xs: list[np.ndarray]) -> list:
-        proto = dets[0]
-        proto.check_params()
-        if Xs[0].ndim != 2 or Xs[0].shape[0] < 2 or Xs[0].shape[1] < 1:
-            raise ValueError(f"adVAE needs a 2-d training array with at least 2 rows, got shape "
-                             f"{Xs[0].shape}")
-        if not all(np.isfinite(X).all() for X in Xs):
-            raise ValueError("adVAE: training rows contain NaN or inf")
-        device = pick_device(proto.device)
-        seeds = [int(det.random_state) for det in dets]
-        d = Xs[0].shape[1]
-        nets = proto.build_networks(d, seeds).to(device)
-        X = torch.from_numpy(np.stack(Xs)).to(device)  # (S, n, d)
-        log = LossLog(len(dets), every=int(proto.log_every))
-        proto.train_stack(nets, X, seeds, log)
-        out = []
-        for s, det in enumerate(dets):
-            if log.diverged[s] is not None:
-                out.append(log.diverged[s])
-                continue
-            det.encoder_ = member_copy(nets["E"], s)
-            det.generator_ = member_copy(nets["G"], s)
-            det.transformer_ = member_copy(nets["T"], s) if "T" in nets else None
-            det.shape_ = Shape(d, proto.latent_size(d))
-            det.n_features_in_ = d
-            det.device_ = str(device)
-            det.history_ = log.history[s]
-            out.append(det)
-        return out
+    def _train(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
+        self.train_stack(nets, X, seeds, log)
 
     def train_stack(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
-        """Algorithm 1 for a stack of S members, X (S, n, d). Every ``log_every`` iterations (and at the
-        last) the value of every loss term is recorded per member; a non-finite value marks that member
-        diverged (LossLog), and training stops once every member has."""
+        """Algorithm 1 for a stack of S members, X (S, n, d): with the hand-written gradients when
+        ``uses_hand_gradients()``, else through autograd from the definitions. Every ``log_every``
+        iterations (and at the last) the value of every loss term is recorded per member; a non-finite
+        value marks that member diverged (LossLog), and training stops once every member has."""
         opt_GT, opt_E = self.build_optimizers(nets)  # before the views: parameters move to flat buffers
-        n_iter, every = int(self.n_iter), int(self.log_every)
+        n_iter = int(self.n_iter)
         k = nets["E"].fcmu.weight.shape[2]
-        feed = _Feed(X, int(self.batch_size), n_iter, seeds, (2 if "T" in nets else 1) * k)
+        feed = Feed(X, int(self.batch_size), n_iter, seeds,
+                    noise={"eps": ("normal", (2 if "T" in nets else 1) * k)})
+        step = self._hand_iteration if self.uses_hand_gradients() else self._autograd_iteration
+        step = step(nets, opt_GT, opt_E)
+        for i, (x, noise) in enumerate(feed):
+            record = i % int(self.log_every) == 0 or i == n_iter - 1
+            terms = step(x, rows(noise["eps"], x.shape[1]), record)
+            if record:
+                log.record(i, force=True, **terms)
+                if all_diverged(log):
+                    break
+
+    def _hand_iteration(self, nets, opt_GT: StackAdam, opt_E: StackAdam):
+        """One iteration with the hand-written gradients (the fast path)."""
         v = _views(nets)
-        with torch.no_grad():
-            for i, (x, eps) in enumerate(feed):
-                record = i % every == 0 or i == n_iter - 1
-                it = self._begin(v, x, eps)
-                if record:  # the loss values at this iteration, from the autograd definitions
-                    _, terms1 = self.step1_losses(nets, x, it.lat)
-                self._step1_gradients(v, it, opt_GT.grads)
-                opt_GT.step()
-                if record:
-                    _, terms2 = self.step2_losses(nets, x, it.lat)
-                self._step2_gradients(v, it, opt_E.grads)
-                opt_E.step()
-                if record:
-                    log.record(i, force=True, **terms1, **terms2)
-                    if all(dv is not None for dv in log.diverged):
-                        break
+
+        @torch.no_grad()
+        def iteration(x, eps, record: bool) -> dict:
+            it = self._begin(v, x, eps)
+            terms = {}
+            if record:  # the loss values at this iteration, from the definitions
+                terms.update(self.step1_losses(nets, x, it.lat)[1])
+            self._step1_gradients(v, it, opt_GT.grads)
+            opt_GT.step()
+            if record:
+                terms.update(self.step2_losses(nets, x, it.lat)[1])
+            self._step2_gradients(v, it, opt_E.grads)
+            opt_E.step()
+            return terms
+
+        return iteration
+
+    def _autograd_iteration(self, nets, opt_GT: StackAdam, opt_E: StackAdam):
+        """One iteration through autograd from ``sample_latents`` / ``step1_losses`` /
+        ``step2_losses`` (the reference the hand path is tested against, and the path of a subclass
+        that changes a definition)."""
+        opt_GT.attach()
+        opt_E.attach()
+
+        def iteration(x, eps, record: bool) -> dict:
+            lat = self.sample_latents(nets, x, eps)
+            objective, terms1 = self.step1_losses(nets, x, lat)  # step 1: G and T
+            opt_GT.zero_grad()
+            objective.sum().backward(inputs=opt_GT.params)  # members are independent: sum = each
+            opt_GT.step()
+            objective, terms2 = self.step2_losses(nets, x, lat)  # step 2: E, with the updated G
+            opt_E.zero_grad()
+            objective.sum().backward(inputs=opt_E.params)
+            opt_E.step()
+            return {k: v.detach() for k, v in {**terms1, **terms2}.items()} if record else {}
+
+        return iteration
 
     # ---- scoring --------------------------------------------------------------------------------
-    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "encoder_"):
-            raise RuntimeError("AdVAE is not fitted; call fit() first")
-        return score_rows(self.encoder_, self.generator_, X, int(self.L), int(self.random_state),
-                          self.score_budget_mb)
+    def _score(self, X: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(l_sample_scores(self.networks_["E"], self.networks_["G"],
+                                                X.cpu().numpy(), int(self.L), int(self.random_state),
+                                                self.score_budget_mb))
 
+    @property
+    def encoder_(self) -> Encoder:
+        return self.networks_["E"]
 
-class _Feed:
-    """Mini-batches and training noise of a stack, prepared FEED_BLOCK iterations at a time.
+    @property
+    def generator_(self) -> Generator:
+        return self.networks_["G"]
 
-    Member s reshuffles its rows every epoch from its own seed (``batch_indices``) and draws its noise
-    from its own generator, one (batch_size, width) standard-normal block per iteration (a shorter last
-    batch of an epoch uses the block's first rows), so its stream is the same alone or in any stack.
-    Yields (x (S, b, d), eps (S, b, width)).
-    """
-
-    def __init__(self, X: torch.Tensor, batch_size: int, n_iter: int, seeds: list[int], width: int):
-        S, n, d = X.shape
-        self.X = X.reshape(S * n, d)
-        self.S, self.d, self.B, self.n_iter, self.width = S, d, batch_size, n_iter, width
-        self.batches = [batch_indices(n, batch_size, n_iter, s) for s in seeds]
-        self.gens = member_generators(seeds, NOISE_SALT)
-        self.offsets = (np.arange(S) * n)[:, None]  # row offset of member s in the flat X
-
-    def __iter__(self):
-        S, B, d = self.S, self.B, self.d
-        for start in range(0, self.n_iter, FEED_BLOCK):
-            m = min(FEED_BLOCK, self.n_iter - start)
-            idx = [np.stack([next(b) for b in self.batches]) + self.offsets for _ in range(m)]  # (S, b)
-            sizes = [i.shape[1] for i in idx]
-            flat = torch.from_numpy(np.concatenate([i.reshape(-1) for i in idx])).to(self.X.device)
-            xs = torch.split(self.X.index_select(0, flat), [S * b for b in sizes])
-            noise = torch.stack([torch.randn(m, B, self.width, generator=g) for g in self.gens],
-                                dim=1).to(self.X.device)  # (m, S, B, width)
-            for j, b in enumerate(sizes):
-                yield xs[j].view(S, b, d), (noise[j] if b == B else noise[j, :, :b])
+    @property
+    def transformer_(self) -> GaussianTransformer | None:
+        return self.networks_["T"] if "T" in self.networks_ else None

@@ -4,8 +4,9 @@ Every network here is *stacked*: it holds S independent copies of its weights an
 shape (S, B, in) to (S, B, out) with batched matrix products. A single run is S = 1. Several runs of
 the same method and dataset (seeds, ablation settings) train together as one S > 1 stack, which on
 a CPU costs about the same per-operation overhead as one run (small networks are overhead bound).
-Member s is initialised from its own seed and never interacts with the other members, so a member
-trained in a stack ends up as it would alone.
+Member s is initialised from its own seed and never interacts with the other members, and the
+arithmetic comes from methods/invariant.py, so a member trained in a stack ends up bit for bit as it
+would alone.
 
 Sizes follow adVAE (paper Section 4.3; the authors' released weights use the same layer names):
   encoder E   : d -> h, ReLU, h -> h, ReLU, heads fcmu (h -> k) and fclogvar (h -> k)
@@ -21,6 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+# Stack-size invariant arithmetic lives in methods/invariant.py, the one module every training path
+# takes it from; sigmoid and softplus stay importable from here.
+from methods.invariant import linear, sigmoid, softplus  # noqa: F401
 
 #: Memory budget for the (rows x L samples x features) tensors of L-sample scoring.
 DEFAULT_SCORE_BUDGET_BYTES = 256 * 2**20
@@ -63,27 +68,6 @@ def member_generators(seeds: list[int], salt: int = 0) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s) * 1_000_003 + salt) for s in seeds]
 
 
-# ---- stack-size invariance -------------------------------------------------------------------------
-# A member trained in a stack must end up bit-identical to its solo fit. Three CPU kernels of torch
-# 2.13 round differently depending on the tensor's total size (the vectorised body and the scalar tail
-# split the elements differently; measured: 1-ulp differences whenever a member's slice is not a
-# multiple of 32 elements, e.g. the short last batch of an epoch): ``torch.sigmoid``, ``F.softplus``
-# and ``baddbmm`` with a 1-wide operand (a matrix-vector product). A GAN amplifies 1 ulp into a
-# different run. The functions below are built from size-invariant kernels (tanh, exp, log1p, abs,
-# broadcast products and sums), checked bit for bit over member slices of 1 to 1000 elements and
-# stacks of 2 to 8 (tests/test_deep_baselines.py keeps a 44-row tail case).
-
-def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """sigmoid(x) = (1 + tanh(x / 2)) / 2, stack-size invariant."""
-    return 0.5 * torch.tanh(0.5 * x) + 0.5
-
-
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stack-size invariant; max(x, 0) is written
-    (x + |x|) / 2 so that the gradient at 0 is the true 1/2."""
-    return 0.5 * (x + x.abs()) + torch.log1p(torch.exp(-x.abs()))
-
-
 class StackedLinear(nn.Module):
     """S independent affine maps: (S, B, i) -> (S, B, o). Init as ``nn.Linear`` (U(-1/sqrt(i), 1/sqrt(i)))
     from each member's own generator."""
@@ -97,12 +81,7 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.stack(b))  # (S, 1, o)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (S, B, i) -> (S, B, o)
-        n_in, n_out = self.weight.shape[1], self.weight.shape[2]
-        if n_out == 1:  # matrix-vector products: baddbmm's rounding depends on the stack size
-            return (x * self.weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + self.bias
-        if n_in == 1:
-            return x * self.weight + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+        return linear(x, self.weight, self.bias)
 
     def load_member(self, s: int, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Copy an ``nn.Linear`` state (weight (o, i), bias (o,)) into member s."""

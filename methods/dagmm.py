@@ -45,8 +45,9 @@ import torch
 from torch import nn
 
 from bench.registry import register
-from methods.ae import SCORE_CHUNK, StackedDeepDetector, chunked, squared_error
+from methods.ae import squared_error
 from methods.backbone import Encoder, Generator, StackedLinear
+from methods.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 
 #: Smallest norm used in a denominator (inputs are MinMax-scaled; 1e-6 of a feature's range).
 _NORM_FLOOR = 1e-6
@@ -151,6 +152,8 @@ class DAGMM(StackedDeepDetector):
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    version = "3"
 
     # The objective J that Adam minimises: if it never decreases the run is broken. Its terms alone may
     # legitimately rise (the reconstruction error when the covariance penalty dominates, the energy
@@ -162,19 +165,7 @@ class DAGMM(StackedDeepDetector):
                  n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
                  random_state: int = 0):
-        self.n_gmm = n_gmm
-        self.est_hidden = est_hidden
-        self.dropout = dropout
-        self.lambda_energy = lambda_energy
-        self.lambda_cov_diag = lambda_cov_diag
-        self.cov_eps = cov_eps
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.lr = lr
-        self.latent_dim = latent_dim
-        self.log_every = log_every
-        self.device = device
-        self.random_state = random_state
+        store_params(self, locals())
 
     def _build(self, shape, gens):
         if int(self.n_gmm) < 1 or int(self.est_hidden) < 1 or not 0.0 <= float(self.dropout) < 1.0:
@@ -197,7 +188,7 @@ class DAGMM(StackedDeepDetector):
 
         def loss_terms(x, noise):  # x (S, b, d)
             z, x_r = self._represent(nets, x)
-            keep = (noise.uniform(x.shape[1], hidden) >= p).to(x.dtype) / (1.0 - p)  # (S, b, hidden)
+            keep = (rows(noise["u"], x.shape[1]) >= p).to(x.dtype) / (1.0 - p)  # (S, b, hidden)
             gamma = nets["est"](z, keep)  # (S, b, K)
             phi, mu, sigma = mixture_from_memberships(z, gamma)
             chol = guarded_cholesky(sigma, float(self.cov_eps))
@@ -207,7 +198,7 @@ class DAGMM(StackedDeepDetector):
             loss = recon + self.lambda_energy * e + self.lambda_cov_diag * cov_diag
             return loss, {"loss": loss, "recon": recon, "energy": e, "cov_diag": cov_diag}
 
-        self._descend(nets, X, seeds, log, loss_terms)
+        self._descend(nets, X, seeds, log, loss_terms, noise={"u": ("uniform", hidden)})
 
     def _features(self, X: torch.Tensor) -> torch.Tensor:
         """Deterministic z of rows X (n, d) -> (n, k+2) float64 (eval mode: no dropout)."""

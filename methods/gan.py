@@ -4,7 +4,7 @@ Networks (methods/backbone.py): generator = adVAE's G (k -> h -> h -> d, Sigmoid
 MinMax-scaled), latent z ~ N(0, I) of size k; discriminator D = d -> h -> h -> 1 with a Sigmoid, D(x) =
 probability that x is a real (training) row. D returns its logit here and the Sigmoid is applied inside
 the losses (binary cross-entropy with logits): the same function, numerically stable. (``softplus`` and
-``sigmoid`` are methods/backbone.py's stack-size invariant versions, so a member fits as it would alone.)
+``sigmoid`` are methods/invariant.py's stack-size invariant versions, so a member fits as it would alone.)
 
 Losses per mini-batch (non-saturating form, Goodfellow et al. Section 3):
     loss_D = -mean log D(x) - mean log(1 - D(G(z)))
@@ -35,8 +35,9 @@ from torch import nn
 
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.ae import StackBatches, StackNoise, StackedDeepDetector, all_diverged, chunked
-from methods.backbone import Discriminator, Generator, sigmoid, softplus
+from methods.backbone import Discriminator, Generator
+from methods.invariant import StackAdam, sigmoid, softplus
+from methods.stacked import Feed, StackedDeepDetector, all_diverged, chunked, rows, store_params
 
 _LOG4 = math.log(4.0)  # 2 log 2: loss_D of a discriminator that cannot tell data from generator
 
@@ -50,18 +51,15 @@ class GAN(StackedDeepDetector):
     present), random_state (init, batch order, latent noise).
     """
 
+    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    version = "3"
+
     monitored_losses = ["divergence"]
 
     def __init__(self, n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
                  random_state: int = 0):
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.lr = lr
-        self.latent_dim = latent_dim
-        self.log_every = log_every
-        self.device = device
-        self.random_state = random_state
+        store_params(self, locals())
 
     def _build(self, shape, gens):
         return nn.ModuleDict({"G": Generator(shape, gens, sigmoid=True),
@@ -70,25 +68,25 @@ class GAN(StackedDeepDetector):
     def _train(self, nets, X, seeds, log: LossLog):
         G, D = nets["G"], nets["D"]
         k = G.fc3.weight.shape[1]
-        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr)
-        opt_d = torch.optim.Adam(D.parameters(), lr=self.lr)
+        opt_g = StackAdam(G.parameters(), lr=self.lr)
+        opt_d = StackAdam(D.parameters(), lr=self.lr)
+        opt_g.attach()
+        opt_d.attach()
         n_iter = int(self.n_iter)
-        batches = StackBatches(X.shape[1], int(self.batch_size), n_iter, seeds)
-        noise = StackNoise(seeds, X.device)
-        for it in range(n_iter):
-            real = batches.next(X)  # (S, b, d)
-            fake = G(noise.normal(real.shape[1], k))  # (S, b, d)
+        feed = Feed(X, int(self.batch_size), n_iter, seeds, noise={"z": ("normal", k)})
+        for it, (real, noise) in enumerate(feed):  # real (S, b, d)
+            fake = G(rows(noise["z"], real.shape[1]))  # (S, b, d)
 
             # D step: real rows labelled 1, generated rows 0.
             logit_real, logit_fake = D(real), D(fake.detach())  # (S, b) each
             loss_d = softplus(-logit_real).mean(1) + softplus(logit_fake).mean(1)  # (S,)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.sum().backward()
+            opt_d.zero_grad()
+            loss_d.sum().backward(inputs=list(D.parameters()))
             opt_d.step()
 
             # G step (non-saturating): maximise log D(G(z)) under the updated D.
             loss_g = softplus(-D(fake)).mean(1)  # (S,)
-            opt_g.zero_grad(set_to_none=True)
+            opt_g.zero_grad()
             loss_g.sum().backward(inputs=list(G.parameters()))
             opt_g.step()
 

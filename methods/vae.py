@@ -10,7 +10,7 @@ with MSE = per-row sum over features of (x - x_r)^2, KL = 0.5 * sum over latent 
 z = mu + sigma * eps (reparameterised, eps from the member's own noise generator).
 lambda_ is adVAE's per-dataset lambda (paper Table 2; configs/paper.toml sets it), default 0.01.
 
-Score (paper Section 3.4, adVAE's own scoring code ``backbone.mean_reconstruction_error``): the squared
+Score (paper Section 3.4, adVAE's own scoring code ``stacked.l_sample_scores``): the squared
 error of the MEAN of L = 1000 reconstructions G(mu + sigma * eps_l), summed over features; the eps_l are
 drawn once per call from the run's seed, so a row's score depends only on the row and the seed.
 """
@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from bench.registry import register
-from methods.ae import StackedDeepDetector, squared_error
-from methods.backbone import SCORE_SALT, mean_reconstruction_error, member_generators
+from methods.ae import squared_error
+from methods.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -39,6 +39,8 @@ class VAE(StackedDeepDetector):
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
+    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    version = "3"
 
     # The objective Adam minimises: if it never decreases the run is broken. (The KL term alone may
     # legitimately grow from ~0 as the encoder leaves the prior to encode information.)
@@ -47,15 +49,7 @@ class VAE(StackedDeepDetector):
     def __init__(self, lambda_: float = 0.01, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, latent_dim: int | None = None, L: int = 1000,
                  log_every: int = 100, device: str = "auto", random_state: int = 0):
-        self.lambda_ = lambda_
-        self.n_iter = n_iter
-        self.batch_size = batch_size
-        self.lr = lr
-        self.latent_dim = latent_dim
-        self.L = L
-        self.log_every = log_every
-        self.device = device
-        self.random_state = random_state
+        store_params(self, locals())
 
     def _train(self, nets, X, seeds, log):
         E, G = nets["E"], nets["G"]
@@ -63,18 +57,16 @@ class VAE(StackedDeepDetector):
 
         def loss_terms(x, noise):  # x (S, b, d)
             mu, logvar = E(x)  # (S, b, k)
-            z = mu + torch.exp(0.5 * logvar) * noise.normal(x.shape[1], k)  # (S, b, k)
+            z = mu + torch.exp(0.5 * logvar) * rows(noise["eps"], x.shape[1])  # (S, b, k)
             mse = squared_error(x, G(z)).mean(dim=1)  # (S,)
             kl = kl_to_standard_normal(mu, logvar).mean(dim=1)  # (S,)
             loss = mse + self.lambda_ * kl
             return loss, {"loss": loss, "mse": mse, "kl": kl}
 
-        self._descend(nets, X, seeds, log, loss_terms)
+        self._descend(nets, X, seeds, log, loss_terms, noise={"eps": ("normal", k)})
 
     def _score(self, X):
         if int(self.L) < 1:
             raise ValueError(f"vae: L must be >= 1, got {self.L}")
-        E, G = self.networks_["E"], self.networks_["G"]
-        gen = member_generators([int(self.random_state)], SCORE_SALT)[0]
-        eps = torch.randn(1, int(self.L), self.shape_.k, generator=gen).to(X.device)  # (1, L, k)
-        return mean_reconstruction_error(E, G, X, eps)[0]  # (n,)
+        return l_sample_scores(self.networks_["E"], self.networks_["G"], X.cpu().numpy(), int(self.L),
+                               int(self.random_state))

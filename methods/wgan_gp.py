@@ -36,8 +36,9 @@ from torch import nn
 
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.ae import StackBatches, StackNoise, StackedDeepDetector, all_diverged, chunked
 from methods.backbone import Discriminator, Generator
+from methods.invariant import StackAdam
+from methods.stacked import Feed, StackedDeepDetector, all_diverged, chunked, rows, store_params
 
 #: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
 _NORM_EPS = 1e-12
@@ -68,23 +69,16 @@ class WGANGP(StackedDeepDetector):
     latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when present), random_state.
     """
 
+    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    version = "3"
+
     monitored_losses = ["wasserstein"]
 
     def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
                  batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
                  random_state: int = 0):
-        self.n_iter = n_iter
-        self.n_critic = n_critic
-        self.gp_weight = gp_weight
-        self.batch_size = batch_size
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.latent_dim = latent_dim
-        self.log_every = log_every
-        self.device = device
-        self.random_state = random_state
+        store_params(self, locals())
 
     def _build(self, shape, gens):
         return nn.ModuleDict({"G": Generator(shape, gens, sigmoid=False),
@@ -97,29 +91,34 @@ class WGANGP(StackedDeepDetector):
         if n_critic < 1:
             raise ValueError(f"wgan-gp: n_critic must be >= 1, got {self.n_critic}")
         betas = (float(self.beta1), float(self.beta2))
-        opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=betas)
-        opt_f = torch.optim.Adam(f.parameters(), lr=self.lr, betas=betas)
+        opt_g = StackAdam(G.parameters(), lr=self.lr, betas=betas)
+        opt_f = StackAdam(f.parameters(), lr=self.lr, betas=betas)
+        opt_g.attach()
+        opt_f.attach()
         n_iter = int(self.n_iter)
-        batches = StackBatches(X.shape[1], int(self.batch_size), n_iter * n_critic, seeds)
-        noise = StackNoise(seeds, X.device)
+        # One feed step per critic update: its real batch, the generator's latents z and the
+        # interpolation weights u; the last critic step of an iteration also gives the generator
+        # update its own latents z_G (batch_size rows).
+        feed = iter(Feed(X, int(self.batch_size), n_iter * n_critic, seeds,
+                         noise={"z": ("normal", k), "u": ("uniform", 1), "z_G": ("normal", k)}))
         for it in range(n_iter):
             sums = {"loss_critic": 0.0, "wasserstein": 0.0, "gp": 0.0}
             for _ in range(n_critic):
-                real = batches.next(X)  # (S, b, d)
+                real, noise = next(feed)  # real (S, b, d)
                 b = real.shape[1]
                 with torch.no_grad():
-                    fake = G(noise.normal(b, k))  # (S, b, d)
-                gp, _ = gradient_penalty(f, real, fake, noise.uniform(b, 1))  # (S,)
+                    fake = G(rows(noise["z"], b))  # (S, b, d)
+                gp, _ = gradient_penalty(f, real, fake, rows(noise["u"], b))  # (S,)
                 w = f(real).mean(1) - f(fake).mean(1)  # (S,) Wasserstein estimate
                 loss_f = -w + self.gp_weight * gp
-                opt_f.zero_grad(set_to_none=True)
-                loss_f.sum().backward()
+                opt_f.zero_grad()
+                loss_f.sum().backward(inputs=list(f.parameters()))
                 opt_f.step()
                 for key, val in (("loss_critic", loss_f), ("wasserstein", w), ("gp", gp)):
                     sums[key] = sums[key] + val.detach() / n_critic
 
-            loss_g = -f(G(noise.normal(int(self.batch_size), k))).mean(1)  # (S,)
-            opt_g.zero_grad(set_to_none=True)
+            loss_g = -f(G(noise["z_G"])).mean(1)  # (S,)
+            opt_g.zero_grad()
             loss_g.sum().backward(inputs=list(G.parameters()))
             opt_g.step()
 

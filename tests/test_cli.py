@@ -81,3 +81,25 @@ def test_help(cmd, capsys):
 def test_report_without_store(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path)]) == 2
     assert "no result store" in _err(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reference", "--L", "0"], "--L must be >= 1"),
+    (["perf", "--n-iter", "0"], "--n-iter must be >= 1"),
+    (["perf", "--L", "0"], "--L must be >= 1"),
+    (["perf", "--gradients", "fast"], "--gradients takes hand and/or autograd"),
+])
+def test_tool_arguments_are_checked_before_any_work(argv, message, tmp_path, capsys):
+    assert main(argv + (["--out", str(tmp_path)] if argv[0] == "reference" else [])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_reference_with_a_truncated_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for part in ("encoder", "decoder"):
+        (ckpt / f"cardio-{part}.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["reference", "--checkpoints", str(ckpt), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "truncated or not a PyTorch file" in err and err.count("\n") == 1

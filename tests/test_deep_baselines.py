@@ -12,7 +12,6 @@ from sklearn.metrics import roc_auc_score
 
 from bench.base import TrainingDiverged
 from bench.registry import build, entry
-from methods.ae import StackNoise
 from methods.backbone import (Discriminator, Shape, StackedLinear, member_generators, sigmoid,
                               softplus)
 from methods.dagmm import (compression_features, energy, guarded_cholesky,
@@ -216,7 +215,7 @@ def test_gradient_penalty_is_nonzero_and_trains_the_critic(corner):
     critic = Discriminator(Shape(16, 5), gens, sigmoid=False)
     real = torch.from_numpy(X[:64]).float().expand(2, -1, -1)
     fake = torch.rand(2, 64, 16, generator=torch.Generator().manual_seed(0))
-    u = StackNoise([0, 1], torch.device("cpu")).uniform(64, 1)
+    u = torch.rand(2, 64, 1, generator=torch.Generator().manual_seed(1))
     gp, _ = gradient_penalty(critic, real, fake, u)
     assert (gp > 1e-4).all() and gp.requires_grad
     # create_graph: the penalty reaches the critic's weights (not the output bias: no effect on grad_x f)

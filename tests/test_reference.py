@@ -1,4 +1,4 @@
-"""The check against the adVAE authors' released weights (bench/reference.py, methods.advae.load_reference)
+"""The check against the adVAE authors' released weights (bench/reference.py, methods/advae_tools.py)
 and the authors' grid threshold (bench.thresholds, policy kde-grid-legacy)."""
 import numpy as np
 import pandas as pd
@@ -12,7 +12,9 @@ from bench.data import REPO_ROOT
 from bench.protocols import make_split
 from bench.reference import COLUMNS, checkpoint_paths, run_reference
 from bench.thresholds import threshold
-from methods.advae import load_reference, score_rows
+from methods.advae import load_reference
+from methods.advae_tools import load_checkpoints
+from methods.stacked import l_sample_scores as score_rows
 
 torch.set_num_threads(1)
 SHARED_CHECKPOINTS = REPO_ROOT.parent / "shared" / "checkpoints" / "advae-reference"
@@ -86,9 +88,29 @@ def test_reference_weights_give_finite_scores_that_rank_anomalies_high():
 @pytest.mark.integration
 @needs_checkpoints
 def test_run_reference_writes_the_table(tmp_path):
-    df = run_reference(tmp_path, datasets=["pendigits"], L=50)
+    df = run_reference(tmp_path, load_checkpoints, datasets=["pendigits"], L=50)
     assert list(df.columns) == COLUMNS and len(df) == 2
     assert set(df["threshold_policy"]) == {"kde", "kde-grid-legacy"}
     assert df["auc"].iloc[0] == df["auc"].iloc[1] > 0.9  # ranking metrics do not depend on the threshold
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reference.csv"), df, check_exact=False)
     assert "| pendigits | kde-grid-legacy |" in (tmp_path / "reference.md").read_text()
+
+
+def test_truncated_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
+    torch.manual_seed(0)
+    d, h, k = 10, 5, 3
+    enc = nn.ModuleDict({"fc1": nn.Linear(d, h), "fc2": nn.Linear(h, h), "fcmu": nn.Linear(h, k),
+                         "fclogvar": nn.Linear(h, k)})
+    dec = nn.ModuleDict({"fc3": nn.Linear(k, h), "fc4": nn.Linear(h, h), "fcxmu": nn.Linear(h, d)})
+    torch.save(enc.state_dict(), tmp_path / "enc.pt")
+    torch.save(dec.state_dict(), tmp_path / "dec.pt")
+    n_features, score = load_checkpoints(tmp_path / "enc.pt", tmp_path / "dec.pt")
+    assert n_features == d and score(np.random.default_rng(0).random((3, d)), 5, 0).shape == (3,)
+    raw = (tmp_path / "enc.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BenchError, match="truncated or not a PyTorch file") as err:
+        load_checkpoints(tmp_path / "trunc.pt", tmp_path / "dec.pt")
+    assert "trunc.pt" in str(err.value) and "\n" not in str(err.value)
+    torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "foreign.pt")  # a valid file, other layers
+    with pytest.raises(BenchError, match="do not hold the adVAE authors' encoder"):
+        load_checkpoints(tmp_path / "foreign.pt", tmp_path / "dec.pt")

@@ -16,6 +16,9 @@ from bench import BenchError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = REPO_ROOT / "datasets" / "catalogue.toml"
 DATA_ENV = "ADVAE_BENCH_DATA"
+CHECKPOINTS_ENV = "ADVAE_BENCH_CHECKPOINTS"
+#: The command-line flag that goes with each environment variable, for not-found messages.
+_FLAGS = {DATA_ENV: "--data-dir", CHECKPOINTS_ENV: "--checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -43,26 +46,31 @@ def info(name: str) -> dict:
 
 
 def candidate_dirs(cli_dir: str | os.PathLike | None, env_var: str, repo_sub: str,
-                   shared_sub: str) -> list[tuple[str, Path]]:
-    """The lookup order used for data and checkpoints: CLI flag, environment variable, a folder in
-    the repository, then ``../shared/<shared_sub>`` beside the repository."""
-    out = []
-    if cli_dir:
-        out.append(("command line", Path(cli_dir)))
+                   shared_sub: str | None = None, flag: str | None = None) -> list[tuple[str, Path]]:
+    """The one place data or checkpoint files are read from, as ``[(why this place, directory)]``.
+
+    A directory given explicitly, by the command-line flag (``cli_dir``) or else by the environment
+    variable ``env_var``, is the ONLY place looked in: a file missing there is an error naming that
+    directory, never a silent read from somewhere else. Without either, the repository's own copy
+    (``repo_sub``) is used. ``shared_sub`` is ignored: nothing outside the repository is looked in
+    unless the user points there (kept so that callers written for the older rule keep working).
+    """
+    flag = flag or _FLAGS.get(env_var, "the command-line flag")
+    choose = f"{flag} or ${env_var} chooses the directory"
+    if cli_dir not in (None, ""):
+        return [(f"given by {flag}; {choose}", Path(cli_dir))]
     if os.environ.get(env_var):
-        out.append((f"${env_var}", Path(os.environ[env_var])))
-    out.append(("repository", REPO_ROOT / repo_sub))
-    out.append(("beside the repository", REPO_ROOT.parent / "shared" / shared_sub))
-    return out
+        return [(f"given by ${env_var}; {choose}", Path(os.environ[env_var]))]
+    return [(f"the repository's copy; {choose}", REPO_ROOT / repo_sub)]
 
 
 def find_file(filename: str, dirs: list[tuple[str, Path]], what: str, source: str) -> Path:
     for _, d in dirs:
         if (d / filename).is_file():
             return d / filename
-    looked = "; ".join(f"{d} ({label})" for label, d in dirs)
-    raise BenchError(f"{what} file {filename!r} not found. Looked in: {looked}. "
-                     f"It comes from: {source}")
+    looked = "; ".join(f"{d} ({label})" + ("" if d.is_dir() else " - no such directory")
+                       for label, d in dirs)
+    raise BenchError(f"{what} file {filename!r} not found in {looked}. It comes from: {source}")
 
 
 def sha256_of(path: Path) -> str:
@@ -95,9 +103,14 @@ def _load_verified(path: Path, name: str) -> Dataset:
     return Dataset(name, X, y, digest, meta)
 
 
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The file of a catalogued dataset: in ``data_dir`` (or ``$ADVAE_BENCH_DATA``) if given, else in
+    the repository's ``datasets/data``. BenchError naming the place if it is not there."""
+    meta = info(name)
+    dirs = candidate_dirs(data_dir, DATA_ENV, "datasets/data")
+    return find_file(meta["file"], dirs, f"dataset {name!r}", meta["source"])
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load a catalogued dataset, verified against its checksum and shape."""
-    meta = info(name)
-    dirs = candidate_dirs(data_dir, DATA_ENV, "datasets/data", "datasets")
-    path = find_file(meta["file"], dirs, f"dataset {name!r}", meta["source"])
-    return _load_verified(path.resolve(), name)
+    return _load_verified(locate(name, data_dir).resolve(), name)

@@ -52,8 +52,7 @@ def test_missing_config(capsys):
 
 @pytest.mark.integration
 def test_corrupt_data_file(tmp_path, capsys):
-    src = data.find_file("letter.mat", data.candidate_dirs(None, data.DATA_ENV, "datasets/data",
-                                                           "datasets"), "x", "y")
+    src = data.locate("letter")
     shutil.copy(src, tmp_path / "letter.mat")
     with open(tmp_path / "letter.mat", "r+b") as fh:
         fh.seek(200)

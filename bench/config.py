@@ -84,9 +84,7 @@ class Experiment:
         for d in self.datasets:
             data.info(d)  # unknown dataset -> BenchError with suggestions
         for spec in self.methods:
-            name, _ = registry.parse_spec(spec)
-            if not name.startswith("pyod:"):
-                registry.entry(name)
+            registry.entry(registry.parse_spec(spec)[0])  # unknown method -> BenchError
         for ov in self.overrides:
             for d in ov.datasets:
                 data.info(d)

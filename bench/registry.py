@@ -1,10 +1,14 @@
 """Method registry and the spec grammar ``name[param=value,...]``.
 
 A method is found by name (lowercase kebab). Three sources, none of which needs this file edited:
-- every module of the ``methods`` package registers its classes with ``@register("name")``;
-- any PyOD detector is available as ``pyod:ClassName[...]``;
+- every module of the definitions package ``methods`` registers its classes with ``@register("name")``;
+- a definition module may claim a namespace with ``register_namespace``: a name ``prefix:Member`` is
+  then resolved by its function (``methods/classical.py`` makes any PyOD detector ``pyod:ClassName``);
 - third-party packages expose classes (or modules that call ``register``) in the Python entry-point
   group ``advae_bench.methods``.
+
+This module is plumbing: it never imports a definition by name. It loads the definitions package by
+the string ``DEFINITIONS`` when a method is first asked for.
 
 Spec values are parsed as TOML scalars: ``1``, ``1e-3``, ``true``, ``"text"``; anything that is not a
 valid TOML value is taken as a bare string (``kernel=rbf``).
@@ -12,6 +16,7 @@ valid TOML value is taken as a bare string (``kernel=rbf``).
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import json
 import pkgutil
@@ -19,12 +24,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Callable
 
 from bench import BenchError
 from bench.base import Detector
 
 ENTRY_POINT_GROUP = "advae_bench.methods"
+DEFINITIONS = "methods"  # the package whose modules define the built-in methods
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _SPEC_RE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_:.\-]+)\s*(\[(?P<params>.*)\])?\s*$", re.S)
 
@@ -35,9 +41,13 @@ class MethodEntry:
     cls: type
     defaults: dict = field(default_factory=dict)  # parameter values this name fixes (variants)
     description: str = ""
+    #: For namespaced names: spec parameters -> detector, when the spec's parameters are not the
+    #: class's constructor parameters (``pyod:KNN[n_neighbors=7]`` -> PyODDetector("KNN", {...})).
+    make: Callable[[dict], Detector] | None = None
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
+_NAMESPACES: dict[str, Callable[[str], MethodEntry]] = {}
 _BROKEN: dict[str, str] = {}  # method module -> why it could not be imported
 _loaded = False
 
@@ -55,21 +65,29 @@ def register(name: str, defaults: dict | None = None, description: str | None = 
     return deco
 
 
+def register_namespace(prefix: str, resolve: Callable[[str], MethodEntry]) -> None:
+    """Let a definition module resolve every name ``prefix:Member``: ``resolve(member)`` returns its
+    MethodEntry or raises BenchError saying why there is none."""
+    if not re.fullmatch(r"[a-z][a-z0-9]*", prefix):
+        raise ValueError(f"namespace {prefix!r} must be lowercase letters and digits")
+    _NAMESPACES[prefix] = functools.cache(resolve)
+
+
 def _load_all() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import methods
+    package = importlib.import_module(DEFINITIONS)
 
     # A module that fails to import must not take the other methods down; its error is shown
     # when a method name is not found.
-    for mod in pkgutil.iter_modules(methods.__path__):
+    for mod in pkgutil.iter_modules(package.__path__):
         if not mod.name.startswith("_"):
             try:
-                importlib.import_module(f"methods.{mod.name}")
+                importlib.import_module(f"{DEFINITIONS}.{mod.name}")
             except Exception as exc:  # noqa: BLE001
-                _BROKEN[f"methods.{mod.name}"] = f"{type(exc).__name__}: {exc}"
+                _BROKEN[f"{DEFINITIONS}.{mod.name}"] = f"{type(exc).__name__}: {exc}"
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
@@ -87,6 +105,12 @@ def names() -> list[str]:
 
 def entry(name: str) -> MethodEntry:
     _load_all()
+    if ":" in name:
+        prefix, member = name.split(":", 1)
+        if prefix not in _NAMESPACES:
+            known = ", ".join(f"{p}:" for p in sorted(_NAMESPACES)) or "none"
+            raise BenchError(f"unknown method namespace {prefix + ':'!r} in {name!r} (known: {known})")
+        return _NAMESPACES[prefix](member)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -137,35 +161,15 @@ def format_spec(name: str, params: dict) -> str:
     return f"{name}[{','.join(parts)}]"
 
 
-def _pyod_class(cls_name: str) -> type:
-    import pyod.models as pm
-
-    for mod in pkgutil.iter_modules(pm.__path__):
-        if mod.name.startswith(("_", "pyg_", "ts_")):
-            continue
-        try:
-            module = importlib.import_module(f"pyod.models.{mod.name}")
-        except Exception:  # optional dependencies of some PyOD models
-            continue
-        obj = getattr(module, cls_name, None)
-        if isinstance(obj, type):
-            return obj
-    raise BenchError(f"PyOD has no detector class {cls_name!r} (spec pyod:{cls_name})")
-
-
 def build(spec: str, overrides: dict | None = None) -> tuple[Detector, str, dict]:
     """Instantiate a spec. Parameter precedence: class defaults < variant defaults < ``overrides``
     (per-dataset config) < the spec's own values. Returns (detector, method name, resolved params)."""
     name, spec_params = parse_spec(spec)
     overrides = dict(overrides or {})
-    if name.startswith("pyod:"):
-        from methods.classical import PyODDetector
-
-        pyod_cls = _pyod_class(name.split(":", 1)[1])
-        det = PyODDetector(detector=pyod_cls.__name__, params={**overrides, **spec_params})
-        det._check_params()
-        return det, name, det.get_params()
     ent = entry(name)
+    if ent.make is not None:
+        det = ent.make({**ent.defaults, **overrides, **spec_params})
+        return det, name, det.get_params(deep=False)
     params = {**ent.defaults, **overrides, **spec_params}
     valid = ent.cls().get_params()
     unknown = [k for k in {**ent.defaults, **spec_params} if k not in valid]

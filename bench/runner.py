@@ -98,9 +98,6 @@ def make_groups(runs: list[Run]) -> list[list[Run]]:
 
 
 def _detector_class(run: Run) -> type:
-    if run.method.startswith("pyod:"):
-        from methods.classical import PyODDetector
-        return PyODDetector
     return registry.entry(run.method).cls
 
 

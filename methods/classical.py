@@ -21,13 +21,42 @@ Any other PyOD detector runs as ``pyod:ClassName[param=value,...]`` through ``Py
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import io
+import pkgutil
 import warnings
 
 import numpy as np
 
+from bench import BenchError
 from bench.base import Detector
-from bench.registry import register
+from bench.registry import MethodEntry, register, register_namespace
+
+
+@functools.cache
+def pyod_class(cls_name: str) -> type:
+    """PyOD's detector class ``cls_name`` (e.g. ``KNN``, ``IForest``), looked up in the module named
+    after it first, then in every module of ``pyod.models``. Some of those modules print an install
+    hint for an optional dependency when imported ("please install combo first"); the hints are
+    swallowed, as the modules are only searched."""
+    import pyod.models as pm
+
+    names = [m.name for m in pkgutil.iter_modules(pm.__path__)
+             if not m.name.startswith(("_", "pyg_", "ts_"))]
+    guess = cls_name.lower()
+    for mod in sorted(names, key=lambda m: m != guess):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                module = importlib.import_module(f"pyod.models.{mod}")
+        except Exception:  # noqa: BLE001 - optional dependencies of some PyOD models
+            continue
+        obj = getattr(module, cls_name, None)
+        if isinstance(obj, type) and hasattr(obj, "decision_function"):
+            return obj
+    raise BenchError(f"PyOD has no detector class {cls_name!r} (spec pyod:{cls_name}); PyOD's "
+                     "detectors are listed at pyod.readthedocs.io")
 
 
 class PyODDetector(Detector):
@@ -43,21 +72,22 @@ class PyODDetector(Detector):
         self.random_state = random_state  # passed on only if the PyOD class takes one
 
     def _make(self):
-        from bench.registry import _pyod_class
-
-        cls = _pyod_class(self.detector)
+        cls = pyod_class(self.detector)
         params = dict(self.params or {})
         if "random_state" in cls().get_params() and "random_state" not in params:
             params["random_state"] = self.random_state
         return cls(**params)
 
-    def _check_params(self):
-        from bench import BenchError
-
+    @classmethod
+    def from_spec(cls, detector: str, params: dict) -> "PyODDetector":
+        """The detector of spec ``pyod:<detector>[params]``; BenchError if PyOD's class rejects a
+        parameter name."""
+        det = cls(detector=detector, params=params)
         try:
-            self._make()
+            det._make()
         except TypeError as exc:
-            raise BenchError(f"pyod:{self.detector}: {exc}") from exc
+            raise BenchError(f"pyod:{detector}: {exc}") from exc
+        return det
 
     def fit(self, X):
         self.model_ = self._make().fit(np.asarray(X, dtype=float))
@@ -66,6 +96,17 @@ class PyODDetector(Detector):
     def anomaly_score(self, X):
         s = np.asarray(self.model_.decision_function(np.asarray(X, dtype=float)), dtype=float)
         return -s if self.detector in self._INVERTED else s
+
+
+def _pyod_entry(cls_name: str) -> MethodEntry:
+    """The ``pyod:`` namespace: ``pyod:ClassName`` is PyOD's class through PyODDetector."""
+    pyod_cls = pyod_class(cls_name)
+    doc = (pyod_cls.__doc__ or "").strip().split("\n\n")[0]
+    return MethodEntry(f"pyod:{cls_name}", PyODDetector, {}, " ".join(doc.split()) or f"PyOD {cls_name}",
+                       make=functools.partial(PyODDetector.from_spec, pyod_cls.__name__))
+
+
+register_namespace("pyod", _pyod_entry)
 
 
 class _PyODAdapter(Detector):

@@ -19,11 +19,16 @@
 - ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).
 - ``monitored_losses``: the ``history_`` keys the "loss never decreased" health flag looks at
   (default: all of them).
+- ``parameter_constraints``: which values each parameter takes (bench.params), with relations between
+  parameters in ``_check_combinations``. ``validate_params`` checks both; the registry calls it for
+  every spec before the first fit, and ``fit_group`` calls it again for direct use.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+from bench import params as _params
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +50,19 @@ class Detector(BaseEstimator):
     quick_params: dict = {}
     #: ``history_`` keys checked by the loss-never-decreased flag (None = all).
     monitored_losses: list | None = None
+    #: parameter name -> the values it takes (bench.params: Interval, Options, bool, str, None, Check).
+    parameter_constraints: dict = {}
+
+    def validate_params(self) -> None:
+        """Raise bench.params.InvalidParameter (a ValueError) for a value the method does not take."""
+        _params.check(type(self).__name__, self.parameter_constraints, self.get_params(deep=False))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Relations between parameters (e.g. ``ref_set < n_neighbors``): raise InvalidParameter."""
+
+    def _invalid(self, detail: str) -> _params.InvalidParameter:
+        return _params.InvalidParameter(type(self).__name__, detail)
 
     def fit(self, X: np.ndarray) -> "Detector":  # pragma: no cover - interface
         raise NotImplementedError
@@ -55,6 +73,8 @@ class Detector(BaseEstimator):
     @classmethod
     def fit_group(cls, detectors: list["Detector"],
                   X_trains: list[np.ndarray]) -> list["Detector | Exception"]:
+        for det in detectors:
+            det.validate_params()
         out = []
         for det, X in zip(detectors, X_trains):
             try:
@@ -79,6 +99,8 @@ class StackedFit:
 
     @classmethod
     def fit_group(cls, detectors, X_trains):
+        for det in detectors:
+            det.validate_params()
         ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
         for det in detectors[1:]:
             other = {k: v for k, v in det.get_params().items() if k != "random_state"}

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from bench import BenchError
 from bench.base import Detector
+from bench.params import InvalidParameter
 
 ENTRY_POINT_GROUP = "advae_bench.methods"
 DEFINITIONS = "methods"  # the package whose modules define the built-in methods
@@ -183,4 +184,10 @@ def build(spec: str, overrides: dict | None = None) -> tuple[Detector, str, dict
     if unknown:
         raise BenchError(f"config override {unknown[0]!r} is not a parameter of method {name!r}")
     det = ent.cls(**params)
+    try:
+        det.validate_params()
+    except InvalidParameter as exc:
+        from_config = exc.param in overrides and exc.param not in spec_params
+        where = " (the value comes from a config override)" if from_config else ""
+        raise BenchError(f"method spec {spec.strip()!r}: {exc.detail}{where}") from exc
     return det, name, det.get_params(deep=False)

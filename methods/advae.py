@@ -67,10 +67,11 @@ import torch
 from torch import nn
 
 from bench.base import Detector, StackedFit
+from bench.params import Interval
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (NOISE_SALT, SCORE_SALT, Encoder, Generator, Shape, StackedLinear,
-                              batch_indices, latent_size, load_linear_state, mean_reconstruction_error,
+from methods.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape,
+                              StackedLinear, batch_indices, latent_size, load_linear_state, mean_reconstruction_error,
                               member_copy, member_generators, pick_device)
 
 #: Iterations whose mini-batches and noise are prepared at once (fewer small operations per step).
@@ -339,6 +340,11 @@ class AdVAE(StackedFit, Detector):
     quick_params = {"n_iter": 300}
     # The adversarial totals need not fall; a reconstruction that never improves means a broken run.
     monitored_losses = ["mse"]
+    parameter_constraints = {
+        **TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)], "gamma": [Interval(float, 0, None)],
+        "m_x": [Interval(float, 0, None)], "m_z": [Interval(float, 0, None)], "L": [Interval(int, 1, None)],
+        "transformer": [bool], "encoder_hinge": [bool], "generator_hinge": [bool],
+        "score_budget_mb": [Interval(float, 0, None, closed="neither")]}
 
     def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
@@ -363,21 +369,12 @@ class AdVAE(StackedFit, Detector):
         self.random_state = random_state
 
     # ---- setup ----------------------------------------------------------------------------------
-    def check_params(self) -> None:
+    def _check_combinations(self) -> None:
         if self.generator_hinge and not self.transformer:
-            raise ValueError("adVAE: generator_hinge=True needs transformer=True (the generator hinge "
-                             "[m_x - MSE(x_r, x_Tr)]^+ compares G(z) with G(z_T), and z_T comes from T); "
-                             "with transformer=false set generator_hinge=false too (that is e-advae)")
-        for name in ("n_iter", "batch_size", "L", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"adVAE: {name} must be >= 1, got {getattr(self, name)}")
-        if self.latent_dim is not None and int(self.latent_dim) < 1:
-            raise ValueError(f"adVAE: latent_dim must be >= 1 or None, got {self.latent_dim}")
-        for name in ("lambda_", "gamma", "lr"):
-            if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"adVAE: {name} must be >= 0, got {getattr(self, name)}")
-        if not float(self.score_budget_mb) > 0:
-            raise ValueError(f"adVAE: score_budget_mb must be > 0, got {self.score_budget_mb}")
+            raise self._invalid(
+                "generator_hinge=True needs transformer=True (the generator hinge [m_x - MSE(x_r, x_Tr)]^+ "
+                "compares G(z) with G(z_T), and z_T comes from T); with transformer=false set "
+                "generator_hinge=false too (that is e-advae)")
 
     def latent_size(self, d: int) -> int:
         return latent_size(self.latent_dim, d)
@@ -593,8 +590,7 @@ class AdVAE(StackedFit, Detector):
     # ---- fitting --------------------------------------------------------------------------------
     @classmethod
     def _fit_stack(cls, dets: list["AdVAE"], Xs: list[np.ndarray]) -> list:
-        proto = dets[0]
-        proto.check_params()
+        proto = dets[0]  # parameters validated by fit_group
         if Xs[0].ndim != 2 or Xs[0].shape[0] < 2 or Xs[0].shape[1] < 1:
             raise ValueError(f"adVAE needs a 2-d training array with at least 2 rows, got shape "
                              f"{Xs[0].shape}")

@@ -27,8 +27,8 @@ from torch import nn
 from bench.base import Detector, StackedFit
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (NOISE_SALT, Encoder, Generator, Shape, batch_indices,
-                              latent_size, member_copy, member_generators, pick_device)
+from methods.backbone import (NOISE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape,
+                              batch_indices, latent_size, member_copy, member_generators, pick_device)
 
 #: Rows per chunk when scoring a deterministic network (bounds memory only; scores do not depend on it).
 SCORE_CHUNK = 8192
@@ -76,6 +76,7 @@ class StackedDeepDetector(StackedFit, Detector):
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
+    parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}
 
     # ---- subclass hooks ---------------------------------------------------------------------
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
@@ -99,9 +100,6 @@ class StackedDeepDetector(StackedFit, Detector):
             raise ValueError(f"{cls.__name__} needs a 2-d training array with at least 2 rows, got "
                              f"shape {Xs[0].shape}")
         n, d = Xs[0].shape
-        if int(proto.n_iter) < 1 or int(proto.batch_size) < 1:
-            raise ValueError(f"{cls.__name__}: n_iter and batch_size must be >= 1 "
-                             f"(got {proto.n_iter}, {proto.batch_size})")
         if not all(np.isfinite(X).all() for X in Xs):
             raise ValueError(f"{cls.__name__}: training rows contain NaN or inf")
         device = pick_device(proto.device)

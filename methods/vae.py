@@ -20,7 +20,9 @@ import torch
 
 from bench.registry import register
 from methods.ae import StackedDeepDetector, squared_error
-from methods.backbone import SCORE_SALT, mean_reconstruction_error, member_generators
+from bench.params import Interval
+from methods.backbone import (SCORE_SALT, TRAINING_CONSTRAINTS, mean_reconstruction_error,
+                              member_generators)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -41,6 +43,9 @@ class VAE(StackedDeepDetector):
     # The objective Adam minimises: if it never decreases the run is broken. (The KL term alone may
     # legitimately grow from ~0 as the encoder leaves the prior to encode information.)
     monitored_losses = ["loss"]
+
+    parameter_constraints = {**TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)],
+                             "L": [Interval(int, 1, None)]}
 
     def __init__(self, lambda_: float = 0.01, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, latent_dim: int | None = None, L: int = 1000,
@@ -70,8 +75,6 @@ class VAE(StackedDeepDetector):
         self._descend(nets, X, seeds, log, loss_terms)
 
     def _score(self, X):
-        if int(self.L) < 1:
-            raise ValueError(f"vae: L must be >= 1, got {self.L}")
         E, G = self.networks_["E"], self.networks_["G"]
         gen = member_generators([int(self.random_state)], SCORE_SALT)[0]
         eps = torch.randn(1, int(self.L), self.shape_.k, generator=gen).to(X.device)  # (1, L, k)

@@ -37,7 +37,8 @@ from torch import nn
 from bench.registry import register
 from bench.telemetry import LossLog
 from methods.ae import StackBatches, StackNoise, StackedDeepDetector, all_diverged, chunked
-from methods.backbone import Discriminator, Generator
+from bench.params import Interval
+from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
 
 #: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
 _NORM_EPS = 1e-12
@@ -69,6 +70,10 @@ class WGANGP(StackedDeepDetector):
     """
 
     monitored_losses = ["wasserstein"]
+    parameter_constraints = {**TRAINING_CONSTRAINTS, "n_critic": [Interval(int, 1, None)],
+                             "gp_weight": [Interval(float, 0, None)],
+                             "beta1": [Interval(float, 0, 1, closed="left")],
+                             "beta2": [Interval(float, 0, 1, closed="left")]}
 
     def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
                  batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
@@ -94,8 +99,6 @@ class WGANGP(StackedDeepDetector):
         G, f = nets["G"], nets["D"]
         k = G.fc3.weight.shape[1]
         n_critic = int(self.n_critic)
-        if n_critic < 1:
-            raise ValueError(f"wgan-gp: n_critic must be >= 1, got {self.n_critic}")
         betas = (float(self.beta1), float(self.beta2))
         opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=betas)
         opt_f = torch.optim.Adam(f.parameters(), lr=self.lr, betas=betas)

@@ -12,22 +12,66 @@ from bench.data import REPO_ROOT
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "paper.toml"
 
 
+class _UsageError(Exception):
+    """A command line argparse rejects; main prints it as one ``error:`` line (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message and exits; we want one line
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _names(text: str) -> list[str]:
+    names = _csv(text)
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give at least one "
+                                         "(`python run_bench.py list` shows them)")
+    return names
+
+
 def _seeds(text: str) -> list[int]:
+    """``0,1,2``, ``0-4`` or both (``0-2,7``); a repeated seed is counted once, at most MAX_SEEDS."""
+    from bench.config import MAX_SEEDS
+    from bench.params import MAX_SEED
+
+    bad = argparse.ArgumentTypeError(f"seeds must look like 0,1,2 or 0-4 (integers 0 to {MAX_SEED}), "
+                                     f"got {text!r}")
+    ranges = []
+    for part in _csv(text):
+        a, sep, b = part.partition("-")
+        if not (a.strip().isdigit() and (not sep or b.strip().isdigit())):
+            raise bad
+        lo, hi = int(a), int(b) if sep else int(a)
+        if lo > hi:
+            raise argparse.ArgumentTypeError(f"seed range {part!r} is empty (write low-high)")
+        if hi > MAX_SEED:
+            raise bad
+        if hi - lo + 1 > MAX_SEEDS:  # checked before the range is listed
+            raise argparse.ArgumentTypeError(f"seed range {part!r} holds {hi - lo + 1} seeds; run at most "
+                                             f"{MAX_SEEDS} per invocation")
+        ranges.append((lo, hi))
+    if not ranges:
+        raise bad
+    seeds = list(dict.fromkeys(s for lo, hi in ranges for s in range(lo, hi + 1)))
+    if len(seeds) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text!r} asks for {len(seeds)} seeds; run at most {MAX_SEEDS} "
+                                         "per invocation")
+    return seeds
+
+
+def _workers(text: str) -> int:
     try:
-        seeds = []
-        for part in _csv(text):
-            if "-" in part:
-                a, b = part.split("-")
-                seeds += list(range(int(a), int(b) + 1))
-            else:
-                seeds.append(int(part))
-        return seeds
+        n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must look like 0,1,2 or 0-4, got {text!r}")
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of worker processes >= 1, got {text!r} "
+                                         "(leave --workers out for one per core)")
+    return n
 
 
 def _methods(text: str) -> list[str]:
@@ -43,11 +87,15 @@ def _methods(text: str) -> list[str]:
             cur += ch
     if cur.strip():
         out.append(cur.strip())
+    out = [m for m in out if m]
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} names no method; give at least one spec, e.g. "
+                                         "advae,ocsvm[nu=0.05] (`python run_bench.py list` shows them)")
     return out
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_bench.py", description=(
+    p = _Parser(prog="run_bench.py", description=(
         "advae-bench: adVAE and baselines on five tabular anomaly-detection datasets. "
         "Without arguments: run configs/paper.toml and write results/paper/."))
     sub = p.add_subparsers(dest="command")
@@ -55,12 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an experiment (skips runs already stored as ok)")
     r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
     r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
-    r.add_argument("--datasets", type=_csv, help="comma-separated dataset names")
-    r.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 or 0-4")
+    r.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    r.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 or 0-4 (at most 1000; repeats count once)")
     r.add_argument("--protocol", help="paper or resample (default: the config's)")
     r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
     r.add_argument("--data-dir", help="directory holding the .mat files")
-    r.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per core)")
+    r.add_argument("--workers", type=_workers, help="worker processes, >= 1 (default: one per core)")
     r.add_argument("--force", action="store_true", help="recompute runs already stored")
     r.add_argument("--quick", action="store_true",
                    help="small iteration budgets and the first seed only (a few minutes)")
@@ -83,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     ref.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
 
     perf = sub.add_parser("perf", help="time adVAE training iterations and L-sample scoring")
-    perf.add_argument("--datasets", type=_csv, help="comma-separated dataset names (default: all)")
+    perf.add_argument("--datasets", type=_names, help="comma-separated dataset names (default: all)")
     perf.add_argument("--n-iter", type=int, default=200, help="iterations to time (default: %(default)s)")
     perf.add_argument("--L", type=int, default=1000, help="latent samples per row (default: %(default)s)")
     perf.add_argument("--data-dir", help="directory holding the .mat files")
@@ -99,7 +147,7 @@ def _cmd_run(a) -> int:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = exp.name + (f"-{exp.protocol}" if a.protocol else "") + ("-quick" if a.quick else "")
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
-    workers = a.workers if a.workers > 0 else (os.cpu_count() or 1)
+    workers = a.workers or os.cpu_count() or 1
     print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
           f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
           f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
@@ -174,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["run"]
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command is None:
         _parser().print_help()
         return 2

@@ -25,8 +25,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import BenchError, data, registry
+from bench.params import MAX_SEED
 from bench.protocols import PROTOCOLS
 from bench.thresholds import POLICIES
+
+#: At most this many seeds per invocation (a typo such as 0-99999 would otherwise queue 10^5 runs).
+MAX_SEEDS = 1000
 
 _KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
          "override"}
@@ -60,9 +64,9 @@ class Experiment:
 
     def restrict(self, methods=None, datasets=None, seeds=None, protocol=None) -> "Experiment":
         exp = replace(self,
-                      methods=tuple(methods) if methods else self.methods,
-                      datasets=tuple(datasets) if datasets else self.datasets,
-                      seeds=tuple(seeds) if seeds is not None else self.seeds,
+                      methods=tuple(methods) if methods is not None else self.methods,
+                      datasets=tuple(datasets) if datasets is not None else self.datasets,
+                      seeds=_unique(seeds) if seeds is not None else self.seeds,
                       protocol=protocol or self.protocol)
         exp.validate()
         return exp
@@ -77,8 +81,11 @@ class Experiment:
                              f"{', '.join(POLICIES)}")
         if not 0 < self.alpha < 1:
             raise BenchError(f"{where}: alpha must be in (0, 1), got {self.alpha}")
-        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
-            raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers")
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                                     for s in self.seeds):
+            raise BenchError(f"{where}: seeds must be a non-empty list of integers from 0 to {MAX_SEED}")
+        if len(self.seeds) > MAX_SEEDS:
+            raise BenchError(f"{where}: {len(self.seeds)} seeds; run at most {MAX_SEEDS} per invocation")
         if not self.methods or not self.datasets:
             raise BenchError(f"{where}: needs at least one method and one dataset")
         for d in self.datasets:
@@ -88,6 +95,11 @@ class Experiment:
         for ov in self.overrides:
             for d in ov.datasets:
                 data.info(d)
+
+
+def _unique(seeds) -> tuple:
+    """Seeds in order, a repeated one counted once."""
+    return tuple(dict.fromkeys(seeds))
 
 
 def _as_list(value, what: str, where: str) -> list:
@@ -143,7 +155,7 @@ def load(path: str | Path) -> Experiment:
         exp = Experiment(
             name=str(raw.get("name", path.stem)),
             protocol=str(raw.get("protocol", "paper")),
-            seeds=tuple(_as_list(raw.get("seeds", [0]), "seeds", where)),
+            seeds=_unique(_as_list(raw.get("seeds", [0]), "seeds", where)),
             threshold=str(raw.get("threshold", "kde")),
             alpha=float(raw.get("alpha", 0.1)),
             datasets=tuple(_as_list(raw.get("datasets", list(data.catalogue())), "datasets", where)),

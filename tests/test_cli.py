@@ -80,3 +80,43 @@ def test_help(cmd, capsys):
 def test_report_without_store(tmp_path, capsys):
     assert main(["report", "--out", str(tmp_path)]) == 2
     assert "no result store" in _err(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--methods", ""], "argument --methods: '' names no method"),
+    (["run", "--methods", " , "], "names no method"),
+    (["run", "--datasets", ""], "argument --datasets: '' names nothing"),
+    (["run", "--seeds", "0-99999999"], "seed range '0-99999999' holds 100000000 seeds; run at most 1000"),
+    (["run", "--seeds", "0-600,601-1200"], "asks for 1201 seeds; run at most 1000"),
+    (["run", "--seeds", "5-2"], "seed range '5-2' is empty"),
+    (["run", "--seeds", "1,x"], "seeds must look like 0,1,2 or 0-4"),
+    (["run", "--seeds", "-3"], "seeds must look like"),
+    (["run", "--workers", "0"], "argument --workers: must be a whole number of worker processes >= 1"),
+    (["run", "--workers", "-2"], "worker processes >= 1"),
+    (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_command_line_is_one_error_line(capsys, argv, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert captured.out == ""
+
+
+def test_seeds_are_deduplicated_in_order():
+    from bench import config
+    from bench.cli import _seeds
+
+    assert _seeds("3,0-2,1,3") == [3, 0, 1, 2]
+    exp = config.load(CLASSICAL).restrict(seeds=[2, 2, 0])
+    assert exp.seeds == (2, 0)
+
+
+def test_config_seeds_are_bounded(tmp_path, capsys):
+    cfg = tmp_path / "many.toml"
+    cfg.write_text(f'methods = ["lof"]\nseeds = {list(range(1001))}\n')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "1001 seeds; run at most 1000" in _err(capsys)
+    cfg.write_text('methods = ["lof"]\nseeds = [0, 0, 1]\n')
+    from bench import config
+    assert config.load(cfg).seeds == (0, 1)

@@ -103,9 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run an experiment (skips runs already stored as ok)")
     r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
     r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
-    r.add_argument("--datasets", type=_names, help="comma-separated dataset names")
+    r.add_argument("--datasets", type=_names,
+                   help="comma-separated catalogued dataset names and/or files of your own (.mat, .npz, .csv)")
+    r.add_argument("--label-col", help="label column of your own .csv files (default: y or label; 1 = anomaly)")
     r.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 or 0-4 (at most 1000; repeats count once)")
-    r.add_argument("--protocol", help="paper or resample (default: the config's)")
+    r.add_argument("--protocol", help="paper or resample (default: the config's; resample for your own files)")
     r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
     r.add_argument("--data-dir", help="directory holding the .mat files")
     r.add_argument("--workers", type=_workers, help="worker processes, >= 1 (default: one per core)")
@@ -141,11 +143,17 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(a) -> int:
     from bench import config, outputs, runner
 
-    exp = config.load(a.config)
-    exp = exp.restrict(a.methods, a.datasets, a.seeds, a.protocol)
+    base = config.load(a.config)
+    protocol = a.protocol
+    if protocol is None and a.datasets and base.protocol != config.default_protocol(a.datasets):
+        protocol = config.default_protocol(a.datasets)  # own files have no paper split: resample
+        print(f"note: protocol {protocol} (the paper protocol is defined for the catalogued datasets "
+              "only)", file=sys.stderr)
+    exp = base.restrict(a.methods, a.datasets, a.seeds, protocol, a.label_col)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
-    name = exp.name + (f"-{exp.protocol}" if a.protocol else "") + ("-quick" if a.quick else "")
+    name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")
+            + ("-quick" if a.quick else ""))
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
     workers = a.workers or os.cpu_count() or 1
     print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
@@ -154,11 +162,11 @@ def _cmd_run(a) -> int:
     try:
         counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
     except KeyboardInterrupt:
-        outputs.remember_order(out, exp.methods, exp.datasets)
+        outputs.remember_order(out, exp.methods, exp.dataset_names)
         print(f"interrupted: finished runs are stored in {out}; run the same command again to "
               "resume", file=sys.stderr)
         return 130
-    outputs.remember_order(out, exp.methods, exp.datasets)
+    outputs.remember_order(out, exp.methods, exp.dataset_names)
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
     for line in outputs.summary_lines(out)[1:]:

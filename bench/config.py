@@ -4,7 +4,8 @@
     seeds = [0, 1, 2, 3, 4]
     threshold = "kde"                  # threshold policy (bench.thresholds)
     alpha = 0.1
-    datasets = ["letter", "cardio"]
+    datasets = ["letter", "cardio"]    # catalogue names, or files of your own ("data/mine.csv")
+    label_col = "target"               # label column of own .csv files (default: y or label)
     methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
 
     [[override]]                       # per-dataset parameter values (optional, repeatable)
@@ -33,7 +34,7 @@ from bench.thresholds import POLICIES
 MAX_SEEDS = 1000
 
 _KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
-         "override"}
+         "override", "label_col"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Experiment:
     methods: tuple[str, ...]
     overrides: tuple[Override, ...] = field(default=())
     path: str = ""
+    label_col: str | None = None  # label column of own .csv datasets (None: y or label)
+
+    @property
+    def dataset_names(self) -> tuple[str, ...]:
+        """The datasets as results name them (an own file by its stem)."""
+        return tuple(data.name_of(d) for d in self.datasets)
 
     def params_for(self, method: str, dataset: str) -> dict:
         out: dict = {}
@@ -62,12 +69,14 @@ class Experiment:
                 out.update(ov.params)
         return out
 
-    def restrict(self, methods=None, datasets=None, seeds=None, protocol=None) -> "Experiment":
+    def restrict(self, methods=None, datasets=None, seeds=None, protocol=None,
+                 label_col=None) -> "Experiment":
         exp = replace(self,
                       methods=tuple(methods) if methods is not None else self.methods,
                       datasets=tuple(datasets) if datasets is not None else self.datasets,
                       seeds=_unique(seeds) if seeds is not None else self.seeds,
-                      protocol=protocol or self.protocol)
+                      protocol=protocol or self.protocol,
+                      label_col=label_col if label_col is not None else self.label_col)
         exp.validate()
         return exp
 
@@ -89,12 +98,33 @@ class Experiment:
         if not self.methods or not self.datasets:
             raise BenchError(f"{where}: needs at least one method and one dataset")
         for d in self.datasets:
-            data.info(d)  # unknown dataset -> BenchError with suggestions
+            data.check_ref(d)  # unknown dataset or missing file -> BenchError with suggestions
+        names = self.dataset_names
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BenchError(f"{where}: two datasets are named {twice[0]!r} (an own file is named by its stem); "
+                             "rename one")
+        own = [d for d in self.datasets if data.is_own(d)]
+        if own and self.protocol == "paper":
+            raise BenchError(f"{where}: the paper protocol is the authors' fixed split of the five catalogued "
+                             f"datasets; {own[0]} has none. Use --protocol resample (the default for your "
+                             "own data)")
+        if self.label_col is not None and not any(d.lower().endswith(".csv") for d in self.datasets):
+            raise BenchError(f"{where}: a label column ({self.label_col!r}) is given but no dataset is a .csv "
+                             "file")
         for spec in self.methods:
             registry.entry(registry.parse_spec(spec)[0])  # unknown method -> BenchError
         for ov in self.overrides:
             for d in ov.datasets:
-                data.info(d)
+                if d not in names:
+                    data.info(d)  # an override may name a catalogued dataset this run leaves out
+
+
+def default_protocol(datasets) -> str:
+    """``paper`` for the catalogued datasets; ``resample`` as soon as one is a file of the user's own (the
+    paper protocol is defined for the catalogue only)."""
+    datasets = [datasets] if isinstance(datasets, str) else datasets if isinstance(datasets, list) else []
+    return "resample" if any(data.is_own(str(d)) for d in datasets) else "paper"
 
 
 def _unique(seeds) -> tuple:
@@ -154,7 +184,7 @@ def load(path: str | Path) -> Experiment:
     try:
         exp = Experiment(
             name=str(raw.get("name", path.stem)),
-            protocol=str(raw.get("protocol", "paper")),
+            protocol=str(raw.get("protocol", default_protocol(raw.get("datasets")))),
             seeds=_unique(_as_list(raw.get("seeds", [0]), "seeds", where)),
             threshold=str(raw.get("threshold", "kde")),
             alpha=float(raw.get("alpha", 0.1)),
@@ -162,6 +192,7 @@ def load(path: str | Path) -> Experiment:
             methods=tuple(_as_list(raw.get("methods", []), "methods", where)),
             overrides=tuple(overrides),
             path=str(path),
+            label_col=None if raw.get("label_col") is None else str(raw["label_col"]),
         )
     except (TypeError, ValueError) as exc:
         raise BenchError(f"{where}: {exc}") from exc

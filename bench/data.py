@@ -1,4 +1,9 @@
-"""Dataset catalogue, data-directory resolution and verified loading."""
+"""Datasets: the catalogue, where its files are read from, verified loading, and a user's own files.
+
+A dataset is named in an experiment either by its catalogue name (``cardio``) or by the path of a file
+of the user's own (``path/to/mine.csv``, see bench/datafile.py); an own dataset's name in the results is
+the file's stem (``mine``).
+"""
 from __future__ import annotations
 
 import difflib
@@ -11,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError
+from bench import BenchError, datafile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = REPO_ROOT / "datasets" / "catalogue.toml"
@@ -26,8 +31,38 @@ class Dataset:
     name: str
     X: np.ndarray  # (n, d) float64
     y: np.ndarray  # (n,) int64, 1 = anomaly
-    sha256: str
+    sha256: str  # of the file
     info: dict
+
+    @property
+    def identity(self) -> str:
+        """What a run's key hashes for its data: the file's sha256, plus the label column of a CSV file
+        (the same file read with another label column is other data)."""
+        col = self.info.get("label_col")
+        return self.sha256 if col is None else f"{self.sha256}:label_col={col}"
+
+
+def is_own(ref: str) -> bool:
+    """Whether ``ref`` names a file of the user's own rather than a catalogued dataset."""
+    return str(ref).lower().endswith(datafile.SUFFIXES) or "/" in str(ref) or os.sep in str(ref)
+
+
+def name_of(ref: str) -> str:
+    """The name a dataset reference is stored and shown under."""
+    return Path(ref).stem if is_own(ref) else str(ref)
+
+
+def check_ref(ref: str) -> None:
+    """BenchError unless ``ref`` is a catalogued name or an own file that exists with a known type."""
+    if not is_own(ref):
+        info(ref)
+        return
+    path = Path(ref)
+    if path.suffix.lower() not in datafile.SUFFIXES or not path.is_file():
+        datafile.read(path)  # raises the error that says what is wrong
+    if path.stem in catalogue():
+        raise BenchError(f"dataset file {ref}: its name {path.stem!r} is a catalogued dataset's; rename the "
+                         "file (results are stored and shown by dataset name)")
 
 
 @functools.cache
@@ -111,6 +146,18 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     return find_file(meta["file"], dirs, f"dataset {name!r}", meta["source"])
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a catalogued dataset, verified against its checksum and shape."""
-    return _load_verified(locate(name, data_dir).resolve(), name)
+def load(ref: str, data_dir: str | os.PathLike | None = None, label_col: str | None = None) -> Dataset:
+    """Load a catalogued dataset, verified against its checksum and shape, or a file of the user's own
+    (``label_col``: the label column of a CSV file)."""
+    if is_own(ref):
+        check_ref(ref)
+        path = Path(ref).resolve()
+        stat = path.stat()
+        return _load_own(path, stat.st_mtime_ns, stat.st_size, label_col)
+    return _load_verified(locate(ref, data_dir).resolve(), ref)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_own(path: Path, mtime_ns: int, size: int, label_col: str | None) -> Dataset:
+    X, y, facts = datafile.read(path, label_col)
+    return Dataset(path.stem, X, y, sha256_of(path), {**facts, "source": f"own file {path}"})

@@ -23,6 +23,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +46,8 @@ class Run:
     dataset_sha256: str
     protocol: str
     seed: int
+    source: str = ""  # an own dataset's file (absolute path); "" = the catalogued dataset ``dataset``
+    label_col: str | None = None  # an own CSV file's label column
 
     @property
     def params(self) -> dict:
@@ -64,11 +67,12 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
     """Every run of the experiment, in config order (dataset, then method, then seed)."""
     runs = []
     for dataset in exp.datasets:
-        ds = data.load(dataset, data_dir)  # fails fast on a missing or corrupt file
+        ds = data.load(dataset, data_dir, exp.label_col)  # fails fast on a missing or corrupt file
+        source = str(Path(dataset).resolve()) if data.is_own(dataset) else ""
         for spec in exp.methods:
             name, spec_params = registry.parse_spec(spec)
             canonical = registry.format_spec(name, spec_params)
-            extra = exp.params_for(name, dataset)
+            extra = exp.params_for(name, ds.name)
             if quick and not name.startswith("pyod:"):
                 extra = {**registry.entry(name).cls.quick_params, **extra}
             det, name, params = registry.build(spec, extra)
@@ -79,8 +83,9 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                     p["random_state"] = int(seed)
                 pj = _jsonable(p)
                 key = hashlib.sha256(json.dumps(
-                    [name, version, pj, ds.sha256, exp.protocol, int(seed)]).encode()).hexdigest()[:24]
-                runs.append(Run(key, canonical, name, pj, dataset, ds.sha256, exp.protocol, int(seed)))
+                    [name, version, pj, ds.identity, exp.protocol, int(seed)]).encode()).hexdigest()[:24]
+                runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, exp.protocol, int(seed),
+                                source, ds.info.get("label_col")))
     return runs
 
 
@@ -146,7 +151,7 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
     import torch
 
     torch.set_num_threads(1)  # determinism and fair timing: one thread per run
-    ds = data.load(group[0].dataset, data_dir)
+    ds = data.load(group[0].source or group[0].dataset, data_dir, group[0].label_col)
     splits = [make_split(ds, r.protocol, r.seed) for r in group]
     fit_members = group[:1] if _shares_fit(group[0]) else group
     t0 = time.perf_counter()

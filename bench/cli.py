@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -212,6 +213,9 @@ def _cmd_list(a) -> int:
 
 def _cmd_reference(a) -> int:
     from bench.reference import run_reference
+    from bench.store import writable_dir
+
+    writable_dir(a.out)  # before minutes of scoring, not after
 
     df = run_reference(a.out, data_dir=a.data_dir, checkpoints_dir=a.checkpoints, L=a.L)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -245,3 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, sqlite3.Error) as exc:  # during the work (disk full, file vanished...): status 1
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {type(exc).__name__}: {exc}{where}; results computed so far are stored",
+              file=sys.stderr)
+        return 1

@@ -168,13 +168,18 @@ def _cmd_run(a) -> int:
               "resume", file=sys.stderr)
         return 130
     outputs.remember_order(out, exp.methods, exp.dataset_names)
+    # The summary is this invocation's: failures an earlier run left in the store are not repeated.
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
-    for line in outputs.summary_lines(out)[1:]:
+    for line in outputs.summary_lines(out, counts["keys"])[1:]:
         print(line, file=sys.stderr)
     if not a.no_report:
         written = outputs.build_report(out, training_curves=a.training_curves)
         print(f"wrote {len(written)} files: runs.csv, tables/, figures/ in {out}", file=sys.stderr)
+    if counts["failed"]:
+        print(f"{counts['failed']} runs failed (listed above, errors in runs.csv): exit status 1",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -184,7 +189,7 @@ def _cmd_report(a) -> int:
     order = config.load(a.config) if a.config else None
     written = outputs.build_report(a.out, a.threshold, a.alpha,
                                    order.methods if order else None,
-                                   order.datasets if order else None, a.training_curves)
+                                   order.dataset_names if order else None, a.training_curves)
     for path in written:
         print(path)
     return 0
@@ -246,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                "reference": _cmd_reference, "perf": _cmd_perf}[args.command]
     try:
         return handler(args)
+    except KeyboardInterrupt:  # `run` handles its own; this is any other moment or command
+        print("interrupted", file=sys.stderr)
+        return 130
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -212,7 +212,8 @@ def _judge(tr, te, split, policy, alpha) -> dict:
 
 def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, force: bool = False,
                    quick: bool = False, progress: bool = True) -> dict:
-    """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts."""
+    """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts by status of the
+    runs computed now, ``total`` and ``skipped`` (already stored ok), and ``keys``: every run of ``exp``."""
     from tqdm import tqdm
 
     runs = expand(exp, data_dir, quick)
@@ -222,7 +223,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     groups = make_groups(pending)
     env = environment()
     counts = {"total": len(runs), "skipped": len(runs) - len(pending), "ok": 0, "failed": 0,
-              "degenerate": 0}
+              "degenerate": 0, "keys": [r.key for r in runs]}
     bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
                desc=f"{exp.name}", file=sys.stderr)
 

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from bench import BenchError
+from bench import BenchError, WorkError
 from bench.data import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "paper.toml"
@@ -161,12 +161,15 @@ def _cmd_run(a) -> int:
           f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
           f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
     try:
-        counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
-    except KeyboardInterrupt:
-        outputs.remember_order(out, exp.methods, exp.dataset_names)
-        print(f"interrupted: finished runs are stored in {out}; run the same command again to "
-              "resume", file=sys.stderr)
-        return 130
+        with runner.sigterm_as_interrupt():
+            counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
+    except KeyboardInterrupt as exc:
+        if (out / "runs.sqlite").is_file():
+            outputs.remember_order(out, exp.methods, exp.dataset_names)
+        how = "terminated (SIGTERM)" if isinstance(exc, runner.Terminated) else "interrupted"
+        print(f"{how}: finished runs are stored in {out}; run the same command again to resume",
+              file=sys.stderr)
+        return 143 if isinstance(exc, runner.Terminated) else 130
     outputs.remember_order(out, exp.methods, exp.dataset_names)
     # The summary is this invocation's: failures an earlier run left in the store are not repeated.
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
@@ -257,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, sqlite3.Error) as exc:  # during the work (disk full, file vanished...): status 1
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"error: {type(exc).__name__}: {exc}{where}; results computed so far are stored",

@@ -12,22 +12,27 @@ parallelism comes from worker processes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from bench import data, registry
+from bench import WorkError, data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
@@ -87,6 +92,58 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                 runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, exp.protocol, int(seed),
                                 source, ds.info.get("label_col")))
     return runs
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, job schedulers): handled as an interrupt, with exit status 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block (main thread only), SIGTERM raises ``Terminated``, so the workers are stopped
+    and the store closed instead of the process vanishing and leaving its workers running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Run in each worker process as it starts. Ctrl-C is the parent's to handle (it stops the workers);
+    and a worker whose parent is gone, even by SIGKILL (which nothing can catch), exits within a
+    second instead of computing on for nobody."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures) -> None:
+    """Cancel what has not started and end the worker processes now: ``shutdown`` alone would wait
+    for the groups in flight to finish (minutes of training nobody will store)."""
+    for f in futures:
+        f.cancel()
+    # no public way to end the workers before Python 3.14 (terminate_workers): the private map
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
 
 
 def make_groups(runs: list[Run]) -> list[list[Run]]:
@@ -239,16 +296,22 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
             for g in groups:
                 save(execute_group(g, exp.threshold, exp.alpha, data_dir, env))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(execute_group, g, exp.threshold, exp.alpha, data_dir, env)
-                           for g in groups]
-                try:
-                    for fut in as_completed(futures):
-                        save(fut.result())
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                       initializer=_worker_init, initargs=(os.getpid(),))
+            futures = [pool.submit(execute_group, g, exp.threshold, exp.alpha, data_dir, env)
+                       for g in groups]
+            try:
+                for fut in as_completed(futures):
+                    save(fut.result())
+            except BrokenProcessPool as exc:
+                _stop_workers(pool, futures)
+                raise WorkError("a worker process died (killed from outside, e.g. by the out-of-memory "
+                                "killer); finished runs are stored, run the same command again to "
+                                "resume") from exc
+            except BaseException:  # interrupt, SIGTERM, a failing store: the workers stop now
+                _stop_workers(pool, futures)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
         store.close()

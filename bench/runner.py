@@ -36,7 +36,7 @@ from bench import WorkError, data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
-from bench.store import Store
+from bench.store import RunLock, Store
 from bench.telemetry import health_flags
 from bench.thresholds import threshold as compute_threshold
 
@@ -275,6 +275,11 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
 
     runs = expand(exp, data_dir, quick)
     store = Store(out_dir)
+    try:  # one run per results directory at a time: refuse, naming the holder
+        lock = RunLock(out_dir).acquire()
+    except BaseException:
+        store.close()
+        raise
     done = set() if force else store.ok_keys()
     pending = [r for r in runs if r.key not in done]
     groups = make_groups(pending)
@@ -315,4 +320,5 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     finally:
         bar.close()
         store.close()
+        lock.release()
     return counts

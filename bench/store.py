@@ -10,10 +10,13 @@ the file is left exactly as it was.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
 import os
+import socket
 import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +37,7 @@ COLUMNS = {
 }
 BLOBS = ("train_scores", "test_scores", "y_test")
 DB_NAME = "runs.sqlite"
+LOCK_NAME = "run.lock"
 
 
 def to_blob(arr) -> bytes | None:
@@ -140,3 +144,51 @@ class Store:
         parameters or a newer method version replaces the older one in tables and plots."""
         df = self.frame(with_blobs)
         return df.drop_duplicates(["spec", "dataset", "protocol", "seed"], keep="last").reset_index(drop=True)
+
+
+class RunLock:
+    """One ``run`` at a time per results directory: two processes on one store would both find the
+    same runs pending and compute each of them twice. The lock is an ``flock`` on ``run.lock``, which
+    the operating system releases however the holder ends (even SIGKILL), so it never goes stale; the
+    file keeps the holder's pid, host, start time and command line for the refusal message."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / LOCK_NAME
+        self._fh = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise BenchError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (the store itself stays sound; runs may repeat)
+            return self
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise BenchError(f"results directory {self.path.parent} is in use by {holder}; wait for it to "
+                             "finish (it stores every run it computes) or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        started = _dt.datetime.now().isoformat(timespec="seconds")
+        fh.write(f"run process {os.getpid()} on {socket.gethostname()} (started {started}: "
+                 f"{' '.join(sys.argv)[:300]})\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()  # released: no holder to name
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

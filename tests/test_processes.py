@@ -118,3 +118,28 @@ def test_a_worker_killed_from_outside_is_one_error_line(tmp_path):
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1].startswith("error: a worker process died")
     assert "Traceback" not in err
+
+
+def test_a_second_run_on_the_same_results_directory_is_refused_naming_the_holder(tmp_path, capsys):
+    """Two `run` processes on one results directory used to compute every run twice. The second is
+    refused while the first holds the directory, and can run once the first is gone (even SIGKILLed)."""
+    from bench.cli import main
+    from bench.store import Store
+
+    proc, pids = start(tmp_path, seeds="0", workers="1")  # one worker: fit sleeps in the process itself
+    try:
+        wait_for_workers(pids, 1)
+        argv = ["run", "--config", str(REPO_ROOT / "configs" / "classical.toml"), "--methods",
+                "iforest[n_estimators=10]", "--datasets", "letter", "--seeds", "0", "--workers", "1",
+                "--out", str(tmp_path / "out"), "--no-report"]
+        assert main(argv) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith(f"error: results directory {tmp_path / 'out'} is in use by run process "
+                               f"{proc.pid} on ")
+        assert "driver.py run" in line and "choose another --out" in line
+        assert len(Store(tmp_path / "out").frame()) == 0  # the refused run computed nothing
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert main(argv) == 0  # the lock died with its holder
+    assert len(Store(tmp_path / "out").frame()) == 1

@@ -125,7 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--alpha", type=float, help="recompute thresholds with this alpha")
     rep.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
 
-    sub.add_parser("list", help="list registered methods, datasets, protocols and threshold policies")
+    lst = sub.add_parser("list", help="list methods, datasets (and where they were found), protocols and "
+                                      "threshold policies; `list METHOD` shows a method's parameters")
+    lst.add_argument("method", nargs="?", help="a method or spec, e.g. advae, ocsvm[nu=0.05] or pyod:KNN")
+    lst.add_argument("--data-dir", help="directory holding the .mat files (default: the repository's)")
 
     ref = sub.add_parser("reference", help="score the adVAE authors' released weights (check of the evaluation path)")
     ref.add_argument("--out", default=str(REPO_ROOT / "results" / "reference"), help="output directory (default: %(default)s)")
@@ -199,23 +202,67 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_list(a) -> int:
+    if a.method:
+        return _list_method(a.method)
     from bench import data, registry
     from bench.protocols import PROTOCOLS
     from bench.thresholds import POLICIES
 
-    print("methods:")
+    print("methods (`list METHOD` shows its parameters):")
     for name in registry.names():
-        ent = registry.entry(name)
-        print(f"  {name:12s} {ent.description}")
+        print(f"  {name:12s} {registry.entry(name).description}")
     print("  pyod:<Class>  any PyOD detector, e.g. pyod:COPOD or pyod:KNN[n_neighbors=10]")
     print("  (the paper's SOD row is pyod:SOD, PyOD's transductive SOD, which scores a test batch "
           "against itself; the default sod scores rows against the training rows)")
-    print("datasets:")
+    ((why, where),) = data.candidate_dirs(a.data_dir, data.DATA_ENV, "datasets/data")
+    print(f"datasets (read from {where}: {why}; or a .mat/.npz/.csv file of your own):")
     for name, meta in data.catalogue().items():
         print(f"  {name:12s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "
-              f"({meta['source'].split(' (')[0]})")
+              f"({meta['source'].split(' (')[0]}): {_found(name, a.data_dir)}")
     print("protocols: " + ", ".join(PROTOCOLS))
     print("threshold policies: " + ", ".join(POLICIES))
+    return 0
+
+
+def _found(name: str, data_dir) -> str:
+    from bench import data
+
+    try:
+        path = data.locate(name, data_dir)
+    except BenchError:
+        return "NOT FOUND there"
+    if data.sha256_of(path) != data.info(name)["sha256"]:
+        return f"{path} has the WRONG sha256 (corrupt or another file)"
+    return f"found {path}"
+
+
+def _list_method(spec: str) -> int:
+    """One method: description, where it is defined, parameters with defaults and accepted values."""
+    import inspect
+
+    from bench import registry
+    from bench.params import describe
+
+    name, given = registry.parse_spec(spec)
+    ent = registry.entry(name)
+    det, _, shown = registry.build(spec)
+    if ent.make is not None:  # a namespaced adapter (pyod:): the library class's own parameters
+        shown = {**det._make().get_params(deep=False), **(det.params or {})}
+    print(f"{name}: {ent.description}")
+    print(f"  defined in {inspect.getsourcefile(ent.cls)} ({ent.cls.__name__}, version "
+          f"{getattr(ent.cls, 'version', '1')})")
+    print("  parameters (value in this spec; what it accepts):")
+    width = max([len(k) for k in shown] or [0])
+    for key, value in shown.items():
+        allowed = ent.cls.parameter_constraints.get(key) if ent.make is None else None
+        origin = (" (this spec)" if key in given else
+                  f" (fixed by {name})" if key in ent.defaults else "")
+        accepts = f"; {describe(allowed)}" if allowed else ""
+        print(f"    {key:{width}s} = {value!r}{origin}{accepts}")
+    if getattr(ent.cls, "quick_params", None):
+        print("  --quick: " + ", ".join(f"{k}={v!r}" for k, v in ent.cls.quick_params.items()))
+    if getattr(ent.cls, "max_group_size", 1) > 1:
+        print(f"  up to {ent.cls.max_group_size} seeds train together as one stack")
     return 0
 
 

@@ -59,11 +59,25 @@ def register(name: str, defaults: dict | None = None, description: str | None = 
         raise ValueError(f"method name {name!r} must be lowercase kebab-case")
 
     def deco(cls):
-        desc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
+        desc = description if description is not None else first_sentence(cls.__doc__)
         _REGISTRY[name] = MethodEntry(name, cls, dict(defaults or {}), desc)
         return cls
 
     return deco
+
+
+#: a full stop ends a sentence when a capital letter follows, unless it closes one of these
+_ABBREVIATIONS = ("al", "e.g", "i.e", "cf", "vs", "etc", "Fig", "Eq", "Sec")
+_SENTENCE_END = re.compile(r"\.(?=\s+[A-Z(])")
+
+
+def first_sentence(doc: str | None) -> str:
+    """The whole first sentence of a docstring (across line breaks; "et al." does not end it)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    for m in _SENTENCE_END.finditer(text):
+        if not text[:m.start()].endswith(_ABBREVIATIONS):
+            return text[:m.end()]
+    return text
 
 
 def register_namespace(prefix: str, resolve: Callable[[str], MethodEntry]) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from bench import BenchError
 from bench.base import Detector
 from bench.params import RANDOM_STATE, Interval, Options
-from bench.registry import MethodEntry, register, register_namespace
+from bench.registry import MethodEntry, first_sentence, register, register_namespace
 
 POSITIVE_INT = [Interval(int, 1, None)]
 
@@ -104,8 +104,8 @@ class PyODDetector(Detector):
 def _pyod_entry(cls_name: str) -> MethodEntry:
     """The ``pyod:`` namespace: ``pyod:ClassName`` is PyOD's class through PyODDetector."""
     pyod_cls = pyod_class(cls_name)
-    doc = (pyod_cls.__doc__ or "").strip().split("\n\n")[0]
-    return MethodEntry(f"pyod:{cls_name}", PyODDetector, {}, " ".join(doc.split()) or f"PyOD {cls_name}",
+    return MethodEntry(f"pyod:{cls_name}", PyODDetector, {},
+                       first_sentence(pyod_cls.__doc__) or f"PyOD's {cls_name}",
                        make=functools.partial(PyODDetector.from_spec, pyod_cls.__name__))
 
 

@@ -68,6 +68,46 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in ("ocsvm", "pca", "sod", "cardio", "satellite", "kde", "resample"):
         assert name in out
+    # whole first sentences, not the docstring's first line
+    assert ("DAGMM (Zong et al., ICLR 2018): autoencoder on adVAE's backbone + estimation network + "
+            "Gaussian mixture; score = sample energy under the mixture fitted on the training rows.") in out
+    # where each catalogued dataset was found
+    assert f"found {REPO_ROOT / 'datasets' / 'data' / 'cardio.mat'}" in out
+
+
+def test_list_says_where_datasets_are_or_are_not(tmp_path, capsys):
+    shutil.copy(data.locate("letter"), tmp_path / "letter.mat")
+    (tmp_path / "cardio.mat").write_bytes(b"not the cardio file")
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"read from {tmp_path}: given by --data-dir" in out
+    assert f"found {tmp_path / 'letter.mat'}" in out
+    assert f"{tmp_path / 'cardio.mat'} has the WRONG sha256" in out
+    assert "optdigits" in out and out.count("NOT FOUND there") == 3
+
+
+def test_first_sentence():
+    from bench.registry import first_sentence
+
+    assert first_sentence("A thing (Wang et al. 2020) that\n    spans lines. Second one.") == \
+        "A thing (Wang et al. 2020) that spans lines."
+    assert first_sentence("Uses e.g. Scott's rule. More.") == "Uses e.g. Scott's rule."
+    assert first_sentence("No full stop") == "No full stop"
+
+
+def test_list_method_shows_parameters_with_defaults(capsys):
+    assert main(["list", "lof"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("lof: Local Outlier Factor")
+    assert "n_neighbors = 20; an int >= 1" in out and "novelty     = True; true or false" in out
+    assert main(["list", "e-advae[n_iter=50]"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer     = False (fixed by e-advae)" in out and "n_iter          = 50 (this spec)" in out
+    assert "--quick: n_iter=300" in out
+    assert main(["list", "pyod:KNN"]) == 0
+    assert "n_neighbors   = 5" in capsys.readouterr().out  # PyOD's own default
+    assert main(["list", "lfo"]) == 2
+    assert "unknown method 'lfo'" in _err(capsys)
 
 
 @pytest.mark.parametrize("cmd", ["run", "report", "list", "reference", "perf"])

@@ -124,7 +124,9 @@ def entry(name: str) -> MethodEntry:
         prefix, member = name.split(":", 1)
         if prefix not in _NAMESPACES:
             known = ", ".join(f"{p}:" for p in sorted(_NAMESPACES)) or "none"
-            raise BenchError(f"unknown method namespace {prefix + ':'!r} in {name!r} (known: {known})")
+            broken = "".join(f" [{m} failed to import: {why}]" for m, why in _BROKEN.items())
+            raise BenchError(f"unknown method namespace {prefix + ':'!r} in {name!r} (known: {known})"
+                             f"{broken}")
         return _NAMESPACES[prefix](member)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)

@@ -11,3 +11,8 @@ class BenchError(Exception):
     The CLI prints its message on one line and exits non-zero, so the message must say what is wrong
     and what to do about it.
     """
+
+
+class WorkError(Exception):
+    """A failure during the work that stops it (not a run's own failure, which is recorded and the
+    sweep goes on). The CLI prints its message on one line and exits with status 1."""

@@ -23,11 +23,16 @@
 - ``threshold_family``: which threshold the ``paper`` policy gives the method (``bench.thresholds``):
   ``"reconstruction"`` (kde at alpha, as the paper for AE, VAE, DAGMM and adVAE) or ``"pyod"``
   (default: PyOD's training-score percentile at the contamination rate). A new method chooses.
+- ``parameter_constraints``: which values each parameter takes (bench.params), with relations between
+  parameters in ``_check_combinations``. ``validate_params`` checks both; the registry calls it for
+  every spec before the first fit, and ``fit_group`` calls it again for direct use.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+from bench import params as _params
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +56,19 @@ class Detector(BaseEstimator):
     monitored_losses: list | None = None
     #: The ``paper`` threshold policy's family: "reconstruction" (kde) or "pyod" (percentile).
     threshold_family = "pyod"
+    #: parameter name -> the values it takes (bench.params: Interval, Options, bool, str, None, Check).
+    parameter_constraints: dict = {}
+
+    def validate_params(self) -> None:
+        """Raise bench.params.InvalidParameter (a ValueError) for a value the method does not take."""
+        _params.check(type(self).__name__, self.parameter_constraints, self.get_params(deep=False))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Relations between parameters (e.g. ``ref_set < n_neighbors``): raise InvalidParameter."""
+
+    def _invalid(self, detail: str) -> _params.InvalidParameter:
+        return _params.InvalidParameter(type(self).__name__, detail)
 
     def fit(self, X: np.ndarray) -> "Detector":  # pragma: no cover - interface
         raise NotImplementedError
@@ -61,6 +79,8 @@ class Detector(BaseEstimator):
     @classmethod
     def fit_group(cls, detectors: list["Detector"],
                   X_trains: list[np.ndarray]) -> list["Detector | Exception"]:
+        for det in detectors:
+            det.validate_params()
         out = []
         for det, X in zip(detectors, X_trains):
             try:

@@ -4,7 +4,8 @@
     seeds = [0, 1, 2, 3, 4]
     threshold = "kde"                  # threshold policy (bench.thresholds)
     alpha = 0.1
-    datasets = ["letter", "cardio"]
+    datasets = ["letter", "cardio"]    # catalogue names, or files of your own ("data/mine.csv")
+    label_col = "target"               # label column of own .csv files (default: y or label)
     methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
 
     [[override]]                       # per-dataset parameter values (optional, repeatable)
@@ -40,11 +41,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import BenchError, data, registry
+from bench.params import MAX_SEED
 from bench.protocols import parse_protocol, protocol_name
 from bench.thresholds import POLICIES
 
+#: At most this many seeds per invocation (a typo such as 0-99999 would otherwise queue 10^5 runs).
+MAX_SEEDS = 1000
+
 _KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
-         "override", "sweep", "contamination"}
+         "override", "sweep", "contamination", "label_col"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,12 @@ class Experiment:
         if not self.contamination:
             return [self.protocol]
         return [protocol_name(self.protocol, r) for r in self.contamination]
+    label_col: str | None = None  # label column of own .csv datasets (None: y or label)
+
+    @property
+    def dataset_names(self) -> tuple[str, ...]:
+        """The datasets as results name them (an own file by its stem)."""
+        return tuple(data.name_of(d) for d in self.datasets)
 
     def params_for(self, method: str, dataset: str) -> dict:
         out: dict = {}
@@ -108,22 +119,23 @@ class Experiment:
         return out
 
     def restrict(self, methods=None, datasets=None, seeds=None, protocol=None, sweeps=None,
-                 contamination=None) -> "Experiment":
+                 contamination=None, label_col=None) -> "Experiment":
         """The experiment with command-line choices applied. Sweeps given here replace the config's
         and add their specs to ``methods`` (to the config's methods unless ``methods`` is given)."""
-        base_methods = tuple(methods) if methods else self.methods
+        base_methods = tuple(methods) if methods is not None else self.methods
         if sweeps:
             old = {s for sw in self.sweeps for s in sw.specs()}
-            keep = tuple(m for m in base_methods if m not in old) if not methods else base_methods
+            keep = tuple(m for m in base_methods if m not in old) if methods is None else base_methods
             base_methods = tuple(dict.fromkeys([*keep, *(s for sw in sweeps for s in sw.specs())]))
         exp = replace(self,
                       methods=base_methods,
-                      datasets=tuple(datasets) if datasets else self.datasets,
-                      seeds=tuple(seeds) if seeds is not None else self.seeds,
+                      datasets=tuple(datasets) if datasets is not None else self.datasets,
+                      seeds=_unique(seeds) if seeds is not None else self.seeds,
                       protocol=protocol or self.protocol,
                       sweeps=tuple(sweeps) if sweeps else self.sweeps,
                       contamination=tuple(contamination) if contamination is not None
-                      else self.contamination)
+                      else self.contamination,
+                      label_col=label_col if label_col is not None else self.label_col)
         exp.validate()
         return exp
 
@@ -143,19 +155,46 @@ class Experiment:
                              f"{', '.join(POLICIES)}")
         if not 0 < self.alpha < 1:
             raise BenchError(f"{where}: alpha must be in (0, 1), got {self.alpha}")
-        if not self.seeds or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
-            raise BenchError(f"{where}: seeds must be a non-empty list of non-negative integers")
+        if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                                     for s in self.seeds):
+            raise BenchError(f"{where}: seeds must be a non-empty list of integers from 0 to {MAX_SEED}")
+        if len(self.seeds) > MAX_SEEDS:
+            raise BenchError(f"{where}: {len(self.seeds)} seeds; run at most {MAX_SEEDS} per invocation")
         if not self.methods or not self.datasets:
             raise BenchError(f"{where}: needs at least one method and one dataset")
         for d in self.datasets:
-            data.info(d)  # unknown dataset -> BenchError with suggestions
+            data.check_ref(d)  # unknown dataset or missing file -> BenchError with suggestions
+        names = self.dataset_names
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BenchError(f"{where}: two datasets are named {twice[0]!r} (an own file is named by its stem); "
+                             "rename one")
+        own = [d for d in self.datasets if data.is_own(d)]
+        if own and base == "paper":
+            raise BenchError(f"{where}: the paper protocol is the authors' fixed split of the five catalogued "
+                             f"datasets; {own[0]} has none. Use --protocol resample (the default for your "
+                             "own data)")
+        if self.label_col is not None and not any(d.lower().endswith(".csv") for d in self.datasets):
+            raise BenchError(f"{where}: a label column ({self.label_col!r}) is given but no dataset is a .csv "
+                             "file")
         for spec in self.methods:
-            name, _ = registry.parse_spec(spec)
-            if not name.startswith("pyod:"):
-                registry.entry(name)
+            registry.entry(registry.parse_spec(spec)[0])  # unknown method -> BenchError
         for ov in self.overrides:
             for d in ov.datasets:
-                data.info(d)
+                if d not in names:
+                    data.info(d)  # an override may name a catalogued dataset this run leaves out
+
+
+def default_protocol(datasets) -> str:
+    """``paper`` for the catalogued datasets; ``resample`` as soon as one is a file of the user's own (the
+    paper protocol is defined for the catalogue only)."""
+    datasets = [datasets] if isinstance(datasets, str) else datasets if isinstance(datasets, list) else []
+    return "resample" if any(data.is_own(str(d)) for d in datasets) else "paper"
+
+
+def _unique(seeds) -> tuple:
+    """Seeds in order, a repeated one counted once."""
+    return tuple(dict.fromkeys(seeds))
 
 
 def _as_list(value, what: str, where: str) -> list:
@@ -222,8 +261,8 @@ def load(path: str | Path) -> Experiment:
     try:
         exp = Experiment(
             name=str(raw.get("name", path.stem)),
-            protocol=str(raw.get("protocol", "paper")),
-            seeds=tuple(_as_list(raw.get("seeds", [0]), "seeds", where)),
+            protocol=str(raw.get("protocol", default_protocol(raw.get("datasets")))),
+            seeds=_unique(_as_list(raw.get("seeds", [0]), "seeds", where)),
             threshold=str(raw.get("threshold", "kde")),
             alpha=float(raw.get("alpha", 0.1)),
             datasets=tuple(_as_list(raw.get("datasets", list(data.catalogue())), "datasets", where)),
@@ -233,6 +272,7 @@ def load(path: str | Path) -> Experiment:
             sweeps=tuple(sweeps),
             contamination=tuple(float(r) for r in _as_list(raw.get("contamination", []),
                                                             "contamination", where)),
+            label_col=None if raw.get("label_col") is None else str(raw["label_col"]),
         )
     except (TypeError, ValueError) as exc:
         raise BenchError(f"{where}: {exc}") from exc

@@ -1,4 +1,9 @@
-"""Dataset catalogue, data-directory resolution and verified loading."""
+"""Datasets: the catalogue, where its files are read from, verified loading, and a user's own files.
+
+A dataset is named in an experiment either by its catalogue name (``cardio``) or by the path of a file
+of the user's own (``path/to/mine.csv``, see bench/datafile.py); an own dataset's name in the results is
+the file's stem (``mine``).
+"""
 from __future__ import annotations
 
 import difflib
@@ -11,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError
+from bench import BenchError, datafile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = REPO_ROOT / "datasets" / "catalogue.toml"
 DATA_ENV = "ADVAE_BENCH_DATA"
+CHECKPOINTS_ENV = "ADVAE_BENCH_CHECKPOINTS"
+#: The command-line flag that goes with each environment variable, for not-found messages.
+_FLAGS = {DATA_ENV: "--data-dir", CHECKPOINTS_ENV: "--checkpoints"}
 
 
 @dataclass(frozen=True)
@@ -23,8 +31,38 @@ class Dataset:
     name: str
     X: np.ndarray  # (n, d) float64
     y: np.ndarray  # (n,) int64, 1 = anomaly
-    sha256: str
+    sha256: str  # of the file
     info: dict
+
+    @property
+    def identity(self) -> str:
+        """What a run's key hashes for its data: the file's sha256, plus the label column of a CSV file
+        (the same file read with another label column is other data)."""
+        col = self.info.get("label_col")
+        return self.sha256 if col is None else f"{self.sha256}:label_col={col}"
+
+
+def is_own(ref: str) -> bool:
+    """Whether ``ref`` names a file of the user's own rather than a catalogued dataset."""
+    return str(ref).lower().endswith(datafile.SUFFIXES) or "/" in str(ref) or os.sep in str(ref)
+
+
+def name_of(ref: str) -> str:
+    """The name a dataset reference is stored and shown under."""
+    return Path(ref).stem if is_own(ref) else str(ref)
+
+
+def check_ref(ref: str) -> None:
+    """BenchError unless ``ref`` is a catalogued name or an own file that exists with a known type."""
+    if not is_own(ref):
+        info(ref)
+        return
+    path = Path(ref)
+    if path.suffix.lower() not in datafile.SUFFIXES or not path.is_file():
+        datafile.read(path)  # raises the error that says what is wrong
+    if path.stem in catalogue():
+        raise BenchError(f"dataset file {ref}: its name {path.stem!r} is a catalogued dataset's; rename the "
+                         "file (results are stored and shown by dataset name)")
 
 
 @functools.cache
@@ -43,26 +81,31 @@ def info(name: str) -> dict:
 
 
 def candidate_dirs(cli_dir: str | os.PathLike | None, env_var: str, repo_sub: str,
-                   shared_sub: str) -> list[tuple[str, Path]]:
-    """The lookup order used for data and checkpoints: CLI flag, environment variable, a folder in
-    the repository, then ``../shared/<shared_sub>`` beside the repository."""
-    out = []
-    if cli_dir:
-        out.append(("command line", Path(cli_dir)))
+                   shared_sub: str | None = None, flag: str | None = None) -> list[tuple[str, Path]]:
+    """The one place data or checkpoint files are read from, as ``[(why this place, directory)]``.
+
+    A directory given explicitly, by the command-line flag (``cli_dir``) or else by the environment
+    variable ``env_var``, is the ONLY place looked in: a file missing there is an error naming that
+    directory, never a silent read from somewhere else. Without either, the repository's own copy
+    (``repo_sub``) is used. ``shared_sub`` is ignored: nothing outside the repository is looked in
+    unless the user points there (kept so that callers written for the older rule keep working).
+    """
+    flag = flag or _FLAGS.get(env_var, "the command-line flag")
+    choose = f"{flag} or ${env_var} chooses the directory"
+    if cli_dir not in (None, ""):
+        return [(f"given by {flag}; {choose}", Path(cli_dir))]
     if os.environ.get(env_var):
-        out.append((f"${env_var}", Path(os.environ[env_var])))
-    out.append(("repository", REPO_ROOT / repo_sub))
-    out.append(("beside the repository", REPO_ROOT.parent / "shared" / shared_sub))
-    return out
+        return [(f"given by ${env_var}; {choose}", Path(os.environ[env_var]))]
+    return [(f"the repository's copy; {choose}", REPO_ROOT / repo_sub)]
 
 
 def find_file(filename: str, dirs: list[tuple[str, Path]], what: str, source: str) -> Path:
     for _, d in dirs:
         if (d / filename).is_file():
             return d / filename
-    looked = "; ".join(f"{d} ({label})" for label, d in dirs)
-    raise BenchError(f"{what} file {filename!r} not found. Looked in: {looked}. "
-                     f"It comes from: {source}")
+    looked = "; ".join(f"{d} ({label})" + ("" if d.is_dir() else " - no such directory")
+                       for label, d in dirs)
+    raise BenchError(f"{what} file {filename!r} not found in {looked}. It comes from: {source}")
 
 
 def sha256_of(path: Path) -> str:
@@ -95,9 +138,26 @@ def _load_verified(path: Path, name: str) -> Dataset:
     return Dataset(name, X, y, digest, meta)
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a catalogued dataset, verified against its checksum and shape."""
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The file of a catalogued dataset: in ``data_dir`` (or ``$ADVAE_BENCH_DATA``) if given, else in
+    the repository's ``datasets/data``. BenchError naming the place if it is not there."""
     meta = info(name)
-    dirs = candidate_dirs(data_dir, DATA_ENV, "datasets/data", "datasets")
-    path = find_file(meta["file"], dirs, f"dataset {name!r}", meta["source"])
-    return _load_verified(path.resolve(), name)
+    dirs = candidate_dirs(data_dir, DATA_ENV, "datasets/data")
+    return find_file(meta["file"], dirs, f"dataset {name!r}", meta["source"])
+
+
+def load(ref: str, data_dir: str | os.PathLike | None = None, label_col: str | None = None) -> Dataset:
+    """Load a catalogued dataset, verified against its checksum and shape, or a file of the user's own
+    (``label_col``: the label column of a CSV file)."""
+    if is_own(ref):
+        check_ref(ref)
+        path = Path(ref).resolve()
+        stat = path.stat()
+        return _load_own(path, stat.st_mtime_ns, stat.st_size, label_col)
+    return _load_verified(locate(ref, data_dir).resolve(), ref)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_own(path: Path, mtime_ns: int, size: int, label_col: str | None) -> Dataset:
+    X, y, facts = datafile.read(path, label_col)
+    return Dataset(path.stem, X, y, sha256_of(path), {**facts, "source": f"own file {path}"})

@@ -377,13 +377,16 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
     return files, secs
 
 
-def summary_lines(out_dir) -> list[str]:
-    """A few lines for the terminal after a run: counts by status and any non-ok run."""
+def summary_lines(out_dir, keys=None) -> list[str]:
+    """A few lines for the terminal after a run: counts by status and any non-ok run; with ``keys``,
+    of those runs only (one invocation's, not what earlier ones left in the store)."""
     store = Store(out_dir)
     try:
         df = store.latest()
     finally:
         store.close()
+    if keys is not None:
+        df = df[df.key.isin(set(keys))]
     lines = [f"{len(df)} runs stored: " + ", ".join(f"{k} {v}" for k, v in
                                                      df.status.value_counts().items())]
     bad = df[(df.status != "ok") | (df["flags"].fillna("") != "")]

@@ -27,6 +27,9 @@ class Split:
 
 
 def _paper_indices(ds: Dataset, seed: int):
+    if "paper_split" not in ds.info:
+        raise BenchError(f"dataset {ds.name!r}: the paper protocol is the authors' fixed split of the five "
+                         "catalogued datasets; use the resample protocol")
     spec = ds.info["paper_split"]
     n = len(ds.y)
     if spec["kind"] == "tail-test":

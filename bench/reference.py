@@ -1,7 +1,7 @@
 """Check of the evaluation path with the adVAE authors' released weights.
 
 ``run_reference`` loads the authors' trained encoder and generator for each dataset (their repository
-WangXuhongCN/adVAE, folder checkpoints/; a copy in ../shared/checkpoints/advae-reference) through the
+WangXuhongCN/adVAE, folder checkpoints/; committed here in checkpoints/) through the
 ``load`` function it is given (adVAE's, from methods/advae_tools.py, which also registers the
 ``reference`` command: plumbing never imports a definition), scores the paper split with L latent
 samples through the benchmark's own scoring code, thresholds the training scores with the exact
@@ -9,9 +9,9 @@ samples through the benchmark's own scoring code, thresholds the training scores
 scoring, threshold and metrics all run on networks nobody here trained, so a wrong step anywhere shows
 up as a wrong number.
 
-Checkpoint directory lookup (like the data): ``checkpoints_dir`` argument, $ADVAE_BENCH_CHECKPOINTS,
-``checkpoints/`` in the repository, ``../shared/checkpoints/advae-reference`` beside it. Files:
-``<dataset>-encoder.pt`` and ``<dataset>-decoder.pt``.
+Checkpoint directory (the data's rule, bench.data.candidate_dirs): ``checkpoints_dir`` (--checkpoints) or
+else $ADVAE_BENCH_CHECKPOINTS if given, and then only there; otherwise the copy committed in the
+repository's ``checkpoints/``. Files: ``<dataset>-encoder.pt`` and ``<dataset>-decoder.pt``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ COLUMNS = ["dataset", "threshold_policy", *METRICS, "threshold"]
 
 def checkpoint_paths(dataset: str, checkpoints_dir=None) -> tuple[Path, Path]:
     """(encoder, decoder) files of ``dataset``; BenchError listing every place looked in if missing."""
-    dirs = data.candidate_dirs(checkpoints_dir, CHECKPOINTS_ENV, "checkpoints", "checkpoints/advae-reference")
+    dirs = data.candidate_dirs(checkpoints_dir, CHECKPOINTS_ENV, "checkpoints")
     return tuple(data.find_file(f"{dataset}-{part}.pt", dirs, f"adVAE reference {part} of {dataset!r}",
                                 CHECKPOINTS_SOURCE) for part in ("encoder", "decoder"))
 

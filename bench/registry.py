@@ -1,13 +1,17 @@
 """Method registry and the spec grammar ``name[param=value,...]``.
 
 A method is found by name (lowercase kebab). Three sources, none of which needs this file edited:
-- every module of the ``methods`` package registers its classes with ``@register("name")``;
-- any PyOD detector is available as ``pyod:ClassName[...]``;
+- every module of the definitions package ``methods`` registers its classes with ``@register("name")``;
+- a definition module may claim a namespace with ``register_namespace``: a name ``prefix:Member`` is
+  then resolved by its function (``methods/classical.py`` makes any PyOD detector ``pyod:ClassName``);
 - third-party packages expose classes (or modules that call ``register``) in the Python entry-point
   group ``advae_bench.methods``;
 - a single Python file anywhere, loaded with ``--plugin path/to/file.py`` (``load_plugin``), that
   calls ``register`` itself. Loaded plugins are listed in ``$ADVAE_BENCH_PLUGINS`` so that worker
   processes, which start afresh, load them too.
+
+This module is plumbing: it never imports a definition by name. It loads the definitions package by
+the string ``DEFINITIONS`` when a method is first asked for.
 
 Spec values are parsed as TOML scalars: ``1``, ``1e-3``, ``true``, ``"text"``; anything that is not a
 valid TOML value is taken as a bare string (``kernel=rbf``).
@@ -15,6 +19,7 @@ valid TOML value is taken as a bare string (``kernel=rbf``).
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 import json
@@ -28,9 +33,11 @@ from typing import Any, Callable
 
 from bench import BenchError
 from bench.base import Detector
+from bench.params import InvalidParameter
 
 ENTRY_POINT_GROUP = "advae_bench.methods"
 PLUGIN_ENV = "ADVAE_BENCH_PLUGINS"  # os.pathsep-separated plugin files, loaded by every process
+DEFINITIONS = "methods"  # the package whose modules define the built-in methods
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _SPEC_RE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_:.\-]+)\s*(\[(?P<params>.*)\])?\s*$", re.S)
 
@@ -41,6 +48,9 @@ class MethodEntry:
     cls: type
     defaults: dict = field(default_factory=dict)  # parameter values this name fixes (variants)
     description: str = ""
+    #: For namespaced names: spec parameters -> detector, when the spec's parameters are not the
+    #: class's constructor parameters (``pyod:KNN[n_neighbors=7]`` -> PyODDetector("KNN", {...})).
+    make: Callable[[dict], Detector] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Command:
 
 _REGISTRY: dict[str, MethodEntry] = {}
 _COMMANDS: dict[str, Command] = {}
+_NAMESPACES: dict[str, Callable[[str], MethodEntry]] = {}
 _BROKEN: dict[str, str] = {}  # method module -> why it could not be imported
 _loaded = False
 
@@ -67,7 +78,7 @@ def register(name: str, defaults: dict | None = None, description: str | None = 
         raise ValueError(f"method name {name!r} must be lowercase kebab-case")
 
     def deco(cls):
-        desc = description if description is not None else (cls.__doc__ or "").strip().split("\n")[0]
+        desc = description if description is not None else first_sentence(cls.__doc__)
         _REGISTRY[name] = MethodEntry(name, cls, dict(defaults or {}), desc)
         return cls
 
@@ -87,6 +98,26 @@ def commands() -> dict[str, Command]:
     """Every subcommand the definition modules registered, by name."""
     _load_all()
     return dict(_COMMANDS)
+#: a full stop ends a sentence when a capital letter follows, unless it closes one of these
+_ABBREVIATIONS = ("al", "e.g", "i.e", "cf", "vs", "etc", "Fig", "Eq", "Sec")
+_SENTENCE_END = re.compile(r"\.(?=\s+[A-Z(])")
+
+
+def first_sentence(doc: str | None) -> str:
+    """The whole first sentence of a docstring (across line breaks; "et al." does not end it)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    for m in _SENTENCE_END.finditer(text):
+        if not text[:m.start()].endswith(_ABBREVIATIONS):
+            return text[:m.end()]
+    return text
+
+
+def register_namespace(prefix: str, resolve: Callable[[str], MethodEntry]) -> None:
+    """Let a definition module resolve every name ``prefix:Member``: ``resolve(member)`` returns its
+    MethodEntry or raises BenchError saying why there is none."""
+    if not re.fullmatch(r"[a-z][a-z0-9]*", prefix):
+        raise ValueError(f"namespace {prefix!r} must be lowercase letters and digits")
+    _NAMESPACES[prefix] = functools.cache(resolve)
 
 
 def _load_all() -> None:
@@ -94,16 +125,16 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    import methods
+    package = importlib.import_module(DEFINITIONS)
 
     # A module that fails to import must not take the other methods down; its error is shown
     # when a method name is not found.
-    for mod in pkgutil.iter_modules(methods.__path__):
+    for mod in pkgutil.iter_modules(package.__path__):
         if not mod.name.startswith("_"):
             try:
-                importlib.import_module(f"methods.{mod.name}")
+                importlib.import_module(f"{DEFINITIONS}.{mod.name}")
             except Exception as exc:  # noqa: BLE001
-                _BROKEN[f"methods.{mod.name}"] = f"{type(exc).__name__}: {exc}"
+                _BROKEN[f"{DEFINITIONS}.{mod.name}"] = f"{type(exc).__name__}: {exc}"
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
@@ -173,6 +204,14 @@ def names() -> list[str]:
 
 def entry(name: str) -> MethodEntry:
     _load_all()
+    if ":" in name:
+        prefix, member = name.split(":", 1)
+        if prefix not in _NAMESPACES:
+            known = ", ".join(f"{p}:" for p in sorted(_NAMESPACES)) or "none"
+            broken = "".join(f" [{m} failed to import: {why}]" for m, why in _BROKEN.items())
+            raise BenchError(f"unknown method namespace {prefix + ':'!r} in {name!r} (known: {known})"
+                             f"{broken}")
+        return _NAMESPACES[prefix](member)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -223,35 +262,15 @@ def format_spec(name: str, params: dict) -> str:
     return f"{name}[{','.join(parts)}]"
 
 
-def _pyod_class(cls_name: str) -> type:
-    import pyod.models as pm
-
-    for mod in pkgutil.iter_modules(pm.__path__):
-        if mod.name.startswith(("_", "pyg_", "ts_")):
-            continue
-        try:
-            module = importlib.import_module(f"pyod.models.{mod.name}")
-        except Exception:  # optional dependencies of some PyOD models
-            continue
-        obj = getattr(module, cls_name, None)
-        if isinstance(obj, type):
-            return obj
-    raise BenchError(f"PyOD has no detector class {cls_name!r} (spec pyod:{cls_name})")
-
-
 def build(spec: str, overrides: dict | None = None) -> tuple[Detector, str, dict]:
     """Instantiate a spec. Parameter precedence: class defaults < variant defaults < ``overrides``
     (per-dataset config) < the spec's own values. Returns (detector, method name, resolved params)."""
     name, spec_params = parse_spec(spec)
     overrides = dict(overrides or {})
-    if name.startswith("pyod:"):
-        from methods.classical import PyODDetector
-
-        pyod_cls = _pyod_class(name.split(":", 1)[1])
-        det = PyODDetector(detector=pyod_cls.__name__, params={**overrides, **spec_params})
-        det._check_params()
-        return det, name, det.get_params()
     ent = entry(name)
+    if ent.make is not None:
+        det = ent.make({**ent.defaults, **overrides, **spec_params})
+        return det, name, det.get_params(deep=False)
     params = {**ent.defaults, **overrides, **spec_params}
     valid = ent.cls().get_params()
     unknown = [k for k in {**ent.defaults, **spec_params} if k not in valid]
@@ -265,4 +284,10 @@ def build(spec: str, overrides: dict | None = None) -> tuple[Detector, str, dict
     if unknown:
         raise BenchError(f"config override {unknown[0]!r} is not a parameter of method {name!r}")
     det = ent.cls(**params)
+    try:
+        det.validate_params()
+    except InvalidParameter as exc:
+        from_config = exc.param in overrides and exc.param not in spec_params
+        where = " (the value comes from a config override)" if from_config else ""
+        raise BenchError(f"method spec {spec.strip()!r}: {exc.detail}{where}") from exc
     return det, name, det.get_params(deep=False)

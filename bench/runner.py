@@ -16,27 +16,33 @@ parallelism comes from worker processes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import itertools
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
-from bench import data, registry
+from bench import WorkError, data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
 from bench.sources import method_digest
-from bench.store import Store
+from bench.store import RunLock, Store
 from bench.telemetry import health_flags
 from bench.thresholds import threshold as compute_threshold
 
@@ -51,6 +57,8 @@ class Run:
     dataset_sha256: str
     protocol: str
     seed: int
+    source: str = ""  # an own dataset's file (absolute path); "" = the catalogued dataset ``dataset``
+    label_col: str | None = None  # an own CSV file's label column
 
     @property
     def params(self) -> dict:
@@ -70,11 +78,12 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
     """Every run of the experiment, in config order (dataset, then method, then seed)."""
     runs = []
     for dataset in exp.datasets:
-        ds = data.load(dataset, data_dir)  # fails fast on a missing or corrupt file
+        ds = data.load(dataset, data_dir, exp.label_col)  # fails fast on a missing or corrupt file
+        source = str(Path(dataset).resolve()) if data.is_own(dataset) else ""
         for spec in exp.methods:
             name, spec_params = registry.parse_spec(spec)
             canonical = registry.format_spec(name, spec_params)
-            extra = exp.params_for(name, dataset)
+            extra = exp.params_for(name, ds.name)
             if quick and not name.startswith("pyod:"):
                 extra = {**registry.entry(name).cls.quick_params, **extra}
             det, name, params = registry.build(spec, extra)
@@ -86,10 +95,63 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                     p["random_state"] = int(seed)
                 pj = _jsonable(p)
                 key = hashlib.sha256(json.dumps(
-                    [name, version, code, pj, ds.sha256, protocol, int(seed), canonical]
+                    [name, version, code, pj, ds.identity, protocol, int(seed), canonical]
                 ).encode()).hexdigest()[:24]
-                runs.append(Run(key, canonical, name, pj, dataset, ds.sha256, protocol, int(seed)))
+                runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, protocol, int(seed),
+                                source, ds.info.get("label_col")))
     return runs
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, job schedulers): handled as an interrupt, with exit status 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block (main thread only), SIGTERM raises ``Terminated``, so the workers are stopped
+    and the store closed instead of the process vanishing and leaving its workers running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Run in each worker process as it starts. Ctrl-C is the parent's to handle (it stops the workers);
+    and a worker whose parent is gone, even by SIGKILL (which nothing can catch), exits within a
+    second instead of computing on for nobody."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures) -> None:
+    """Cancel what has not started and end the worker processes now: ``shutdown`` alone would wait
+    for the groups in flight to finish (minutes of training nobody will store)."""
+    for f in futures:
+        f.cancel()
+    # no public way to end the workers before Python 3.14 (terminate_workers): the private map
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
 
 
 def make_groups(runs: list[Run]) -> list[list[Run]]:
@@ -106,9 +168,6 @@ def make_groups(runs: list[Run]) -> list[list[Run]]:
 
 
 def _detector_class(run: Run) -> type:
-    if run.method.startswith("pyod:"):
-        from methods.classical import PyODDetector
-        return PyODDetector
     return registry.entry(run.method).cls
 
 
@@ -157,7 +216,7 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
     import torch
 
     torch.set_num_threads(1)  # determinism and fair timing: one thread per run
-    ds = data.load(group[0].dataset, data_dir)
+    ds = data.load(group[0].source or group[0].dataset, data_dir, group[0].label_col)
     splits = [make_split(ds, r.protocol, r.seed) for r in group]
     fit_members = group[:1] if _shares_fit(group[0]) else group
     t0 = time.perf_counter()
@@ -219,17 +278,23 @@ def _judge(tr, te, split, policy, alpha, family=None) -> dict:
 
 def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, force: bool = False,
                    quick: bool = False, progress: bool = True) -> dict:
-    """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts."""
+    """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts by status of the
+    runs computed now, ``total`` and ``skipped`` (already stored ok), and ``keys``: every run of ``exp``."""
     from tqdm import tqdm
 
     runs = expand(exp, data_dir, quick)
     store = Store(out_dir)
+    try:  # one run per results directory at a time: refuse, naming the holder
+        lock = RunLock(out_dir).acquire()
+    except BaseException:
+        store.close()
+        raise
     done = set() if force else store.ok_keys()
     pending = [r for r in runs if r.key not in done]
     groups = make_groups(pending)
     env = environment()
     counts = {"total": len(runs), "skipped": len(runs) - len(pending), "ok": 0, "failed": 0,
-              "degenerate": 0}
+              "degenerate": 0, "keys": [r.key for r in runs]}
     bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
                desc=f"{exp.name}", file=sys.stderr)
 
@@ -245,17 +310,24 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
             for g in groups:
                 save(execute_group(g, exp.threshold, exp.alpha, data_dir, env))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(execute_group, g, exp.threshold, exp.alpha, data_dir, env)
-                           for g in groups]
-                try:
-                    for fut in as_completed(futures):
-                        save(fut.result())
-                except BaseException:
-                    for f in futures:
-                        f.cancel()
-                    raise
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                       initializer=_worker_init, initargs=(os.getpid(),))
+            futures = [pool.submit(execute_group, g, exp.threshold, exp.alpha, data_dir, env)
+                       for g in groups]
+            try:
+                for fut in as_completed(futures):
+                    save(fut.result())
+            except BrokenProcessPool as exc:
+                _stop_workers(pool, futures)
+                raise WorkError("a worker process died (killed from outside, e.g. by the out-of-memory "
+                                "killer); finished runs are stored, run the same command again to "
+                                "resume") from exc
+            except BaseException:  # interrupt, SIGTERM, a failing store: the workers stop now
+                _stop_workers(pool, futures)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
         store.close()
+        lock.release()
     return counts

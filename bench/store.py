@@ -3,16 +3,27 @@
 One row per run, written in a single transaction, so killing the process at any moment loses at
 most the run in flight and never corrupts the store. Raw train and test scores (and the test
 labels) are kept as .npy blobs, so metrics, tables and plots are recomputed without re-training.
+
+Opening checks the directory can be written and the file is a sound store of this suite; anything else
+(not SQLite, truncated or malformed, another program's database) is a BenchError naming the file, and
+the file is left exactly as it was.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
+import os
+import socket
 import sqlite3
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench import BenchError
 
 COLUMNS = {
     "key": "TEXT PRIMARY KEY", "method": "TEXT", "spec": "TEXT", "params": "TEXT",
@@ -26,6 +37,7 @@ COLUMNS = {
 }
 BLOBS = ("train_scores", "test_scores", "y_test")
 DB_NAME = "runs.sqlite"
+LOCK_NAME = "run.lock"
 
 
 def to_blob(arr) -> bytes | None:
@@ -40,11 +52,61 @@ def from_blob(blob) -> np.ndarray | None:
     return None if blob is None else np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+def writable_dir(path: str | Path, what: str = "output directory (--out)") -> Path:
+    """Create ``path`` if needed and check a file can be written in it, before any work starts;
+    BenchError saying why not (a parent that is a file, no permission, read-only file system...)."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise BenchError(f"{what} {p} exists and is not a directory; choose another") from None
+    except NotADirectoryError:
+        blocker = next((q for q in [p, *p.parents] if q.exists() and not q.is_dir()), p)
+        raise BenchError(f"{what} {p} cannot be created: {blocker} is a file; choose another") from None
+    except OSError as exc:
+        raise BenchError(f"{what} {p} cannot be created ({exc.strerror or exc}); choose another") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchError(f"{what} {p} cannot be written ({exc.strerror or exc}); choose another") from None
+    return p
+
+
 class Store:
     def __init__(self, out_dir: str | Path):
         self.path = Path(out_dir) / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writable_dir(self.path.parent)
+        if self.path.exists() and not self.path.is_file():
+            raise BenchError(f"result store {self.path} is not a file; move it away or choose another --out")
         self.conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise BenchError(f"result store {self.path} is not a sound SQLite database ({exc}); it was left "
+                             "untouched: move it away or choose another --out") from None
+        except BenchError:
+            self.conn.close()
+            raise
+
+    def _open(self) -> None:
+        """Check the file (a truncated or malformed one fails here) and create the table in a new one."""
+        problems = [r for (r,) in self.conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        tables = {t for (t,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "runs" not in tables:
+            raise BenchError(f"{self.path} is another program's SQLite database (tables: "
+                             f"{', '.join(sorted(tables))}), not a result store; it was left untouched: "
+                             "choose another --out")
+        if "runs" in tables:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+            if set(COLUMNS) - have:
+                raise BenchError(f"{self.path} has a runs table without the column(s) "
+                                 f"{', '.join(sorted(set(COLUMNS) - have))}; it is not a store of this version "
+                                 "of advae-bench and was left untouched: choose another --out")
         self.conn.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
         with self.conn:
@@ -82,3 +144,51 @@ class Store:
         parameters or a newer method version replaces the older one in tables and plots."""
         df = self.frame(with_blobs)
         return df.drop_duplicates(["spec", "dataset", "protocol", "seed"], keep="last").reset_index(drop=True)
+
+
+class RunLock:
+    """One ``run`` at a time per results directory: two processes on one store would both find the
+    same runs pending and compute each of them twice. The lock is an ``flock`` on ``run.lock``, which
+    the operating system releases however the holder ends (even SIGKILL), so it never goes stale; the
+    file keeps the holder's pid, host, start time and command line for the refusal message."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / LOCK_NAME
+        self._fh = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise BenchError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (the store itself stays sound; runs may repeat)
+            return self
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise BenchError(f"results directory {self.path.parent} is in use by {holder}; wait for it to "
+                             "finish (it stores every run it computes) or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        started = _dt.datetime.now().isoformat(timespec="seconds")
+        fh.write(f"run process {os.getpid()} on {socket.gethostname()} (started {started}: "
+                 f"{' '.join(sys.argv)[:300]})\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()  # released: no holder to name
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

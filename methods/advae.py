@@ -75,9 +75,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.params import Interval, Options
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import (SCORE_SALT, Encoder, Generator, Shape,  # noqa: F401 (SCORE_SALT)
+from methods.backbone import (SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape,  # noqa: F401 (SCORE_SALT)
                               StackedLinear, load_linear_state, member_generators)
 from methods.invariant import StackAdam, bmm, linear, one_wide, sigmoid_
 from methods.stacked import (Feed, StackedDeepDetector, all_diverged, l_sample_scores, rows,
@@ -297,6 +298,12 @@ class AdVAE(StackedDeepDetector):
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     # The adversarial totals need not fall; a reconstruction that never improves means a broken run.
     monitored_losses = ["mse"]
+    parameter_constraints = {
+        **TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)], "gamma": [Interval(float, 0, None)],
+        "m_x": [Interval(float, 0, None)], "m_z": [Interval(float, 0, None)], "L": [Interval(int, 1, None)],
+        "transformer": [bool], "encoder_hinge": [bool], "generator_hinge": [bool],
+        "score_budget_mb": [Interval(float, 0, None, closed="neither")],
+        "gradients": [Options(*GRADIENTS)]}
 
     def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
@@ -307,30 +314,16 @@ class AdVAE(StackedDeepDetector):
         store_params(self, locals())
 
     # ---- setup ----------------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        if self.gradients not in GRADIENTS:
-            raise ValueError(f"adVAE: gradients must be one of {', '.join(GRADIENTS)}, got "
-                             f"{self.gradients!r}")
-        if self.gradients == "hand" and not self.paper_definitions():
-            raise ValueError(f"{type(self).__name__}: gradients='hand' needs the paper's loss "
-                             f"definitions, but {', '.join(self._overridden())} is overridden; use "
-                             "gradients='auto' or 'autograd'")
+    def _check_combinations(self) -> None:
         if self.generator_hinge and not self.transformer:
-            raise ValueError("adVAE: generator_hinge=True needs transformer=True (the generator hinge "
-                             "[m_x - MSE(x_r, x_Tr)]^+ compares G(z) with G(z_T), and z_T comes from T); "
-                             "with transformer=false set generator_hinge=false too (that is e-advae)")
-        for name in ("n_iter", "batch_size", "L", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"adVAE: {name} must be >= 1, got {getattr(self, name)}")
-        if self.latent_dim is not None and int(self.latent_dim) < 1:
-            raise ValueError(f"adVAE: latent_dim must be >= 1 or None, got {self.latent_dim}")
-        for name in ("lambda_", "gamma", "lr"):
-            if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"adVAE: {name} must be >= 0, got {getattr(self, name)}")
-        if not float(self.score_budget_mb) > 0:
-            raise ValueError(f"adVAE: score_budget_mb must be > 0, got {self.score_budget_mb}")
-
-    check_params = _check_params
+            raise self._invalid(
+                "generator_hinge=True needs transformer=True (the generator hinge [m_x - MSE(x_r, x_Tr)]^+ "
+                "compares G(z) with G(z_T), and z_T comes from T); with transformer=false set "
+                "generator_hinge=false too (that is e-advae)")
+        if self.gradients == "hand" and not self.paper_definitions():
+            raise self._invalid(
+                f"gradients='hand' needs the paper's loss definitions, but "
+                f"{', '.join(self._overridden())} is overridden; use gradients='auto' or 'autograd'")
 
     def _overridden(self) -> list[str]:
         return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(AdVAE, n)]

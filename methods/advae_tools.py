@@ -55,7 +55,9 @@ def _reference_arguments(p: argparse.ArgumentParser) -> None:
 
 def _reference(a: argparse.Namespace) -> int:
     from bench.reference import run_reference
+    from bench.store import writable_dir
 
+    writable_dir(a.out)  # before minutes of scoring, not after
     df = run_reference(a.out, load_checkpoints, data_dir=a.data_dir, checkpoints_dir=a.checkpoints,
                        L=a.L)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

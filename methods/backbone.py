@@ -26,6 +26,7 @@ from torch import nn
 # Stack-size invariant arithmetic lives in methods/invariant.py, the one module every training path
 # takes it from; sigmoid and softplus stay importable from here.
 from methods.invariant import linear, sigmoid, softplus  # noqa: F401
+from bench.params import RANDOM_STATE, Check, Interval
 
 #: Memory budget for the (rows x L samples x features) tensors of L-sample scoring.
 DEFAULT_SCORE_BUDGET_BYTES = 256 * 2**20
@@ -42,6 +43,20 @@ class Shape:
     def __post_init__(self):
         if self.h <= 0:
             object.__setattr__(self, "h", max(self.d // 2, 1))
+
+
+def _is_device(v) -> bool:
+    return isinstance(v, str) and (v == "auto" or isinstance(torch.device(v), torch.device))
+
+
+#: Constraints shared by the deep methods' common parameters (bench.params).
+POSITIVE_INT = [Interval(int, 1, None)]
+TRAINING_CONSTRAINTS = {
+    "n_iter": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": [Interval(float, 0, None, closed="neither")],
+    "latent_dim": [Interval(int, 1, None), None], "log_every": POSITIVE_INT,
+    "device": [Check(_is_device, "'auto' or a torch device such as 'cpu' or 'cuda:0'")],
+    "random_state": RANDOM_STATE,
+}
 
 
 def pick_device(device: str = "auto") -> torch.device:

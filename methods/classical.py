@@ -21,13 +21,45 @@ Any other PyOD detector runs as ``pyod:ClassName[param=value,...]`` through ``Py
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
+import io
+import pkgutil
 import warnings
 
 import numpy as np
 
+from bench import BenchError
 from bench.base import Detector
-from bench.registry import register
+from bench.params import RANDOM_STATE, Interval, Options
+from bench.registry import MethodEntry, first_sentence, register, register_namespace
+
+POSITIVE_INT = [Interval(int, 1, None)]
+
+
+@functools.cache
+def pyod_class(cls_name: str) -> type:
+    """PyOD's detector class ``cls_name`` (e.g. ``KNN``, ``IForest``), looked up in the module named
+    after it first, then in every module of ``pyod.models``. Some of those modules print an install
+    hint for an optional dependency when imported ("please install combo first"); the hints are
+    swallowed, as the modules are only searched."""
+    import pyod.models as pm
+
+    names = [m.name for m in pkgutil.iter_modules(pm.__path__)
+             if not m.name.startswith(("_", "pyg_", "ts_"))]
+    guess = cls_name.lower()
+    for mod in sorted(names, key=lambda m: m != guess):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                module = importlib.import_module(f"pyod.models.{mod}")
+        except Exception:  # noqa: BLE001 - optional dependencies of some PyOD models
+            continue
+        obj = getattr(module, cls_name, None)
+        if isinstance(obj, type) and hasattr(obj, "decision_function"):
+            return obj
+    raise BenchError(f"PyOD has no detector class {cls_name!r} (spec pyod:{cls_name}); PyOD's "
+                     "detectors are listed at pyod.readthedocs.io")
 
 
 class PyODDetector(Detector):
@@ -43,21 +75,22 @@ class PyODDetector(Detector):
         self.random_state = random_state  # passed on only if the PyOD class takes one
 
     def _make(self):
-        from bench.registry import _pyod_class
-
-        cls = _pyod_class(self.detector)
+        cls = pyod_class(self.detector)
         params = dict(self.params or {})
         if "random_state" in cls().get_params() and "random_state" not in params:
             params["random_state"] = self.random_state
         return cls(**params)
 
-    def _check_params(self):
-        from bench import BenchError
-
+    @classmethod
+    def from_spec(cls, detector: str, params: dict) -> "PyODDetector":
+        """The detector of spec ``pyod:<detector>[params]``; BenchError if PyOD's class rejects a
+        parameter name."""
+        det = cls(detector=detector, params=params)
         try:
-            self._make()
+            det._make()
         except TypeError as exc:
-            raise BenchError(f"pyod:{self.detector}: {exc}") from exc
+            raise BenchError(f"pyod:{detector}: {exc}") from exc
+        return det
 
     def fit(self, X):
         self.model_ = self._make().fit(np.asarray(X, dtype=float))
@@ -68,6 +101,17 @@ class PyODDetector(Detector):
         return -s if self.detector in self._INVERTED else s
 
 
+def _pyod_entry(cls_name: str) -> MethodEntry:
+    """The ``pyod:`` namespace: ``pyod:ClassName`` is PyOD's class through PyODDetector."""
+    pyod_cls = pyod_class(cls_name)
+    return MethodEntry(f"pyod:{cls_name}", PyODDetector, {},
+                       first_sentence(pyod_cls.__doc__) or f"PyOD's {cls_name}",
+                       make=functools.partial(PyODDetector.from_spec, pyod_cls.__name__))
+
+
+register_namespace("pyod", _pyod_entry)
+
+
 class _PyODAdapter(Detector):
     """Named adapter: subclasses set ``_pyod = "module.Class"`` and list their parameters in
     ``__init__``; every parameter is passed to the PyOD constructor as is."""
@@ -75,6 +119,7 @@ class _PyODAdapter(Detector):
     _pyod = ""
 
     def fit(self, X):
+        self.validate_params()
         module, cls = self._pyod.rsplit(".", 1)
         model_cls = getattr(importlib.import_module(f"pyod.models.{module}"), cls)
         self.model_ = model_cls(**self.get_params()).fit(np.asarray(X, dtype=float))
@@ -89,6 +134,9 @@ class GMM(_PyODAdapter):
     """Gaussian mixture model; score = negative log-likelihood."""
 
     _pyod = "gmm.GMM"
+    parameter_constraints = {
+        "n_components": POSITIVE_INT, "covariance_type": [Options("full", "tied", "diag", "spherical")],
+        "reg_covar": [Interval(float, 0, None)], "random_state": RANDOM_STATE}
 
     def __init__(self, n_components=1, covariance_type="full", reg_covar=1e-6, random_state=0):
         self.n_components = n_components
@@ -102,6 +150,9 @@ class KDE(_PyODAdapter):
     """Kernel density estimate; score = negative log-density."""
 
     _pyod = "kde.KDE"
+    parameter_constraints = {
+        "bandwidth": [Interval(float, 0, None, closed="neither"), Options("scott", "silverman")],
+        "algorithm": [Options("auto", "ball_tree", "kd_tree")]}
 
     def __init__(self, bandwidth="scott", algorithm="auto"):
         self.bandwidth = bandwidth
@@ -113,6 +164,7 @@ class LOF(_PyODAdapter):
     """Local Outlier Factor (novelty mode: test rows are scored against the training rows)."""
 
     _pyod = "lof.LOF"
+    parameter_constraints = {"n_neighbors": POSITIVE_INT, "novelty": [bool]}
 
     def __init__(self, n_neighbors=20, novelty=True):
         self.n_neighbors = n_neighbors
@@ -124,6 +176,10 @@ class OCSVM(_PyODAdapter):
     """One-class SVM with an RBF kernel."""
 
     _pyod = "ocsvm.OCSVM"
+    parameter_constraints = {
+        "kernel": [Options("linear", "poly", "rbf", "sigmoid")],
+        "nu": [Interval(float, 0, 1, closed="right")],
+        "gamma": [Interval(float, 0, None, closed="neither"), Options("auto", "scale")]}
 
     def __init__(self, kernel="rbf", nu=0.1, gamma="auto"):
         self.kernel = kernel
@@ -136,6 +192,10 @@ class IForest(_PyODAdapter):
     """Isolation Forest."""
 
     _pyod = "iforest.IForest"
+    parameter_constraints = {
+        "n_estimators": POSITIVE_INT,
+        "max_samples": [Options("auto"), Interval(int, 1, None), Interval(float, 0, 1, closed="right")],
+        "random_state": RANDOM_STATE}
 
     def __init__(self, n_estimators=100, max_samples="auto", random_state=0):
         self.n_estimators = n_estimators
@@ -148,6 +208,7 @@ class ABOD(_PyODAdapter):
     """Angle-Based Outlier Detection (fast variant on the k nearest neighbours)."""
 
     _pyod = "abod.ABOD"
+    parameter_constraints = {"n_neighbors": POSITIVE_INT, "method": [Options("fast", "default")]}
 
     def __init__(self, n_neighbors=5, method="fast"):
         self.n_neighbors = n_neighbors
@@ -176,6 +237,9 @@ class HBOS(_PyODAdapter):
     """Histogram-Based Outlier Score."""
 
     _pyod = "hbos.HBOS"
+    parameter_constraints = {"n_bins": [Interval(int, 2, None), Options("auto")],
+                             "alpha": [Interval(float, 0, 1, closed="neither")],
+                             "tol": [Interval(float, 0, 1, closed="neither")]}
 
     def __init__(self, n_bins=10, alpha=0.1, tol=0.5):
         self.n_bins = n_bins
@@ -201,6 +265,9 @@ class SOD(Detector):
     Defaults as PyOD's: n_neighbors=20, ref_set=10, alpha=0.8.
     """
 
+    parameter_constraints = {"n_neighbors": [Interval(int, 2, None)], "ref_set": POSITIVE_INT,
+                             "alpha": [Interval(float, 0, 1, closed="right")], "chunk_rows": POSITIVE_INT}
+
     def __init__(self, n_neighbors=20, ref_set=10, alpha=0.8, chunk_rows=2048):
         self.n_neighbors = n_neighbors
         self.ref_set = ref_set
@@ -214,13 +281,18 @@ class SOD(Detector):
         return sparse.csr_matrix((np.ones(n * k, dtype=np.int32), knn_idx.ravel(),
                                   np.arange(0, n * k + 1, k)), shape=(n, len(self.X_)))
 
+    def _check_combinations(self):
+        if not self.ref_set < self.n_neighbors:
+            raise self._invalid(f"ref_set ({self.ref_set}) must be below n_neighbors ({self.n_neighbors})")
+
     def fit(self, X):
         from sklearn.neighbors import NearestNeighbors
 
+        self.validate_params()
         self.X_ = np.asarray(X, dtype=float)
-        if not 0 < self.ref_set < self.n_neighbors < len(self.X_):
-            raise ValueError(f"need 0 < ref_set ({self.ref_set}) < n_neighbors "
-                             f"({self.n_neighbors}) < training rows ({len(self.X_)})")
+        if not self.n_neighbors < len(self.X_):
+            raise ValueError(f"sod: n_neighbors ({self.n_neighbors}) must be below the number of "
+                             f"training rows ({len(self.X_)})")
         self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(self.X_)
         train_knn = self.nn_.kneighbors(return_distance=False)  # (n, k), self excluded
         self.train_knn_t_ = self._indicator(train_knn).T.tocsr()  # (n_train, n_train)
@@ -261,6 +333,8 @@ class PCADetector(Detector):
     Defaults: PyOD's (all retained components selected, weighted by explained variance).
     """
 
+    parameter_constraints = {"rel_tol": [Interval(float, 0, 1, closed="neither")], "weighted": [bool]}
+
     def __init__(self, rel_tol=1e-9, weighted=True):
         self.rel_tol = rel_tol
         self.weighted = weighted
@@ -271,6 +345,7 @@ class PCADetector(Detector):
     def fit(self, X):
         from pyod.models.pca import PCA
 
+        self.validate_params()
         X = np.asarray(X, dtype=float)
         self.mean_ = X.mean(axis=0)
         std = X.std(axis=0)

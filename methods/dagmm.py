@@ -47,6 +47,8 @@ from torch import nn
 from bench.registry import register
 from methods.ae import squared_error
 from methods.backbone import Encoder, Generator, StackedLinear
+from bench.params import Interval
+from methods.backbone import TRAINING_CONSTRAINTS
 from methods.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 
 #: Smallest norm used in a denominator (inputs are MinMax-scaled; 1e-6 of a feature's range).
@@ -159,6 +161,12 @@ class DAGMM(StackedDeepDetector):
     # legitimately rise (the reconstruction error when the covariance penalty dominates, the energy
     # while the representation spreads out).
     monitored_losses = ["loss"]
+    parameter_constraints = {**TRAINING_CONSTRAINTS, "n_gmm": [Interval(int, 1, None)],
+                             "est_hidden": [Interval(int, 1, None)],
+                             "dropout": [Interval(float, 0, 1, closed="left")],
+                             "lambda_energy": [Interval(float, 0, None)],
+                             "lambda_cov_diag": [Interval(float, 0, None)],
+                             "cov_eps": [Interval(float, 0, None)]}
 
     def __init__(self, n_gmm: int = 4, est_hidden: int = 10, dropout: float = 0.5,
                  lambda_energy: float = 0.1, lambda_cov_diag: float = 0.005, cov_eps: float = 1e-6,
@@ -168,9 +176,6 @@ class DAGMM(StackedDeepDetector):
         store_params(self, locals())
 
     def _build(self, shape, gens):
-        if int(self.n_gmm) < 1 or int(self.est_hidden) < 1 or not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dagmm: need n_gmm >= 1, est_hidden >= 1 and 0 <= dropout < 1 (got "
-                             f"{self.n_gmm}, {self.est_hidden}, {self.dropout})")
         return nn.ModuleDict({"E": Encoder(shape, gens), "G": Generator(shape, gens),
                               "est": EstimationNet(shape.k + 2, int(self.est_hidden), int(self.n_gmm),
                                                    gens)})

@@ -97,9 +97,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.base import Detector
+from bench.params import Interval
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import member_generators, pick_device
+from methods.backbone import TRAINING_CONSTRAINTS, member_generators, pick_device
 
 #: Rows per chunk when scoring (D is tiny; this only bounds memory on very large inputs).
 _SCORE_CHUNK = 65536
@@ -167,6 +168,16 @@ class MOGAAL(Detector):
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     quick_params = {"stop_epochs": 3}
     monitored_losses = ["loss_D"]
+    parameter_constraints = {
+        "k": [Interval(int, 1, None)], "stop_epochs": [Interval(int, 0, None)],
+        "epochs": [Interval(int, 1, None), None], "lr_d": TRAINING_CONSTRAINTS["lr"],
+        "lr_g": TRAINING_CONSTRAINTS["lr"], "momentum": [Interval(float, 0, 1)],
+        "decay": [Interval(float, 0, None)],
+        **{k: TRAINING_CONSTRAINTS[k] for k in ("batch_size", "log_every", "device", "random_state")}}
+
+    def _check_combinations(self):
+        if self.epochs is None and self.stop_epochs < 1:
+            raise self._invalid("stop_epochs must be >= 1 when epochs is None (epochs = 3 * stop_epochs)")
 
     def __init__(self, k: int = 10, stop_epochs: int = 25, epochs: int | None = None,
                  lr_d: float = 0.01, lr_g: float = 1e-4, momentum: float = 0.9, decay: float = 1e-6,
@@ -185,13 +196,13 @@ class MOGAAL(Detector):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray) -> "MOGAAL":
+        self.validate_params()
         X = np.asarray(X, dtype=np.float32)
         n, d = X.shape
         k = int(self.k)
         epochs = 3 * int(self.stop_epochs) if self.epochs is None else int(self.epochs)
-        if k < 1 or n < 2 or epochs < 1:
-            raise ValueError(f"mo-gaal needs k >= 1, at least 2 rows and 1 epoch (k={k}, n={n}, "
-                             f"epochs={epochs})")
+        if n < 2:
+            raise ValueError(f"mo-gaal needs at least 2 training rows, got {n}")
         device = pick_device(self.device)
         self.device_ = str(device)
         gen = member_generators([self.random_state])[0]  # CPU generator: init and noise

@@ -16,7 +16,7 @@ from torch import nn
 
 from bench.base import Detector
 from bench.telemetry import LossLog
-from methods.backbone import (NOISE_SALT, SCORE_SALT, Encoder, Generator, Shape, batch_indices,
+from methods.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
                               latent_size, mean_reconstruction_error, member_copy, member_generators,
                               pick_device)
 from methods.invariant import StackAdam
@@ -50,6 +50,8 @@ class StackedFit:
 
     @classmethod
     def fit_group(cls, detectors, X_trains):
+        for det in detectors:
+            det.validate_params()
         ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
         for det in detectors[1:]:
             other = {k: v for k, v in det.get_params().items() if k != "random_state"}
@@ -166,27 +168,19 @@ class StackedDeepDetector(StackedFit, Detector):
     device, random_state; body ``store_params(self, locals())``), ``_train`` (the training loop,
     recording every loss term in the LossLog) and ``_score`` (S = 1 networks -> (n,) float64 scores);
     optionally ``_build`` (the stacked networks; default adVAE's encoder E and generator G),
-    ``_check_params`` (raise ValueError for a bad value) and ``_after_fit`` (e.g. DAGMM's mixture).
+    ``parameter_constraints`` (bench.params; relations in ``_check_combinations``) and ``_after_fit`` (e.g. DAGMM's mixture).
     After fitting, ``networks_`` holds the member's S = 1 copy of every network.
     """
 
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
+    parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}
 
     # ---- subclass hooks ---------------------------------------------------------------------
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         """adVAE's encoder E and generator G (the AE and VAE networks); GANs and DAGMM override."""
         return nn.ModuleDict({"E": Encoder(shape, gens), "G": Generator(shape, gens)})
-
-    def _check_params(self) -> None:
-        for name in ("n_iter", "batch_size", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        if self.latent_dim is not None and int(self.latent_dim) < 1:
-            raise ValueError(f"{type(self).__name__}: latent_dim must be >= 1 or None, got "
-                             f"{self.latent_dim}")
 
     def _train(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
         raise NotImplementedError
@@ -207,7 +201,6 @@ class StackedDeepDetector(StackedFit, Detector):
         if Xs[0].ndim != 2 or Xs[0].shape[0] < 2 or Xs[0].shape[1] < 1:
             raise ValueError(f"{cls.__name__} needs a 2-d training array with at least 2 rows, got "
                              f"shape {Xs[0].shape}")
-        proto._check_params()
         if not all(np.isfinite(X).all() for X in Xs):
             raise ValueError(f"{cls.__name__}: training rows contain NaN or inf")
         n, d = Xs[0].shape

@@ -20,6 +20,8 @@ import torch
 
 from bench.registry import register
 from methods.ae import squared_error
+from bench.params import Interval
+from methods.backbone import TRAINING_CONSTRAINTS
 from methods.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
 
 
@@ -45,6 +47,9 @@ class VAE(StackedDeepDetector):
     # The objective Adam minimises: if it never decreases the run is broken. (The KL term alone may
     # legitimately grow from ~0 as the encoder leaves the prior to encode information.)
     monitored_losses = ["loss"]
+
+    parameter_constraints = {**TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)],
+                             "L": [Interval(int, 1, None)]}
 
     def __init__(self, lambda_: float = 0.01, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, latent_dim: int | None = None, L: int = 1000,

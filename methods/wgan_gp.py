@@ -36,7 +36,8 @@ from torch import nn
 
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import Discriminator, Generator
+from bench.params import Interval
+from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
 from methods.invariant import StackAdam
 from methods.stacked import Feed, StackedDeepDetector, all_diverged, chunked, rows, store_params
 
@@ -73,6 +74,10 @@ class WGANGP(StackedDeepDetector):
     version = "3"
 
     monitored_losses = ["wasserstein"]
+    parameter_constraints = {**TRAINING_CONSTRAINTS, "n_critic": [Interval(int, 1, None)],
+                             "gp_weight": [Interval(float, 0, None)],
+                             "beta1": [Interval(float, 0, 1, closed="left")],
+                             "beta2": [Interval(float, 0, 1, closed="left")]}
 
     def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
                  batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
@@ -88,8 +93,6 @@ class WGANGP(StackedDeepDetector):
         G, f = nets["G"], nets["D"]
         k = G.fc3.weight.shape[1]
         n_critic = int(self.n_critic)
-        if n_critic < 1:
-            raise ValueError(f"wgan-gp: n_critic must be >= 1, got {self.n_critic}")
         betas = (float(self.beta1), float(self.beta2))
         opt_g = StackAdam(G.parameters(), lr=self.lr, betas=betas)
         opt_f = StackAdam(f.parameters(), lr=self.lr, betas=betas)

@@ -52,8 +52,7 @@ def test_missing_config(capsys):
 
 @pytest.mark.integration
 def test_corrupt_data_file(tmp_path, capsys):
-    src = data.find_file("letter.mat", data.candidate_dirs(None, data.DATA_ENV, "datasets/data",
-                                                           "datasets"), "x", "y")
+    src = data.locate("letter")
     shutil.copy(src, tmp_path / "letter.mat")
     with open(tmp_path / "letter.mat", "r+b") as fh:
         fh.seek(200)
@@ -69,6 +68,46 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in ("ocsvm", "pca", "sod", "cardio", "satellite", "kde", "resample"):
         assert name in out
+    # whole first sentences, not the docstring's first line
+    assert ("DAGMM (Zong et al., ICLR 2018): autoencoder on adVAE's backbone + estimation network + "
+            "Gaussian mixture; score = sample energy under the mixture fitted on the training rows.") in out
+    # where each catalogued dataset was found
+    assert f"found {REPO_ROOT / 'datasets' / 'data' / 'cardio.mat'}" in out
+
+
+def test_list_says_where_datasets_are_or_are_not(tmp_path, capsys):
+    shutil.copy(data.locate("letter"), tmp_path / "letter.mat")
+    (tmp_path / "cardio.mat").write_bytes(b"not the cardio file")
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"read from {tmp_path}: given by --data-dir" in out
+    assert f"found {tmp_path / 'letter.mat'}" in out
+    assert f"{tmp_path / 'cardio.mat'} has the WRONG sha256" in out
+    assert "optdigits" in out and out.count("NOT FOUND there") == 3
+
+
+def test_first_sentence():
+    from bench.registry import first_sentence
+
+    assert first_sentence("A thing (Wang et al. 2020) that\n    spans lines. Second one.") == \
+        "A thing (Wang et al. 2020) that spans lines."
+    assert first_sentence("Uses e.g. Scott's rule. More.") == "Uses e.g. Scott's rule."
+    assert first_sentence("No full stop") == "No full stop"
+
+
+def test_list_method_shows_parameters_with_defaults(capsys):
+    assert main(["list", "lof"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("lof: Local Outlier Factor")
+    assert "n_neighbors = 20; an int >= 1" in out and "novelty     = True; true or false" in out
+    assert main(["list", "e-advae[n_iter=50]"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer     = False (fixed by e-advae)" in out and "n_iter          = 50 (this spec)" in out
+    assert "--quick: n_iter=300" in out
+    assert main(["list", "pyod:KNN"]) == 0
+    assert "n_neighbors   = 5" in capsys.readouterr().out  # PyOD's own default
+    assert main(["list", "lfo"]) == 2
+    assert "unknown method 'lfo'" in _err(capsys)
 
 
 @pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "reference", "perf"])
@@ -103,3 +142,43 @@ def test_reference_with_a_truncated_checkpoint_is_a_one_line_error(tmp_path, cap
     assert main(["reference", "--checkpoints", str(ckpt), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "truncated or not a PyTorch file" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--methods", ""], "argument --methods: '' names no method"),
+    (["run", "--methods", " , "], "names no method"),
+    (["run", "--datasets", ""], "argument --datasets: '' names nothing"),
+    (["run", "--seeds", "0-99999999"], "seed range '0-99999999' holds 100000000 seeds; run at most 1000"),
+    (["run", "--seeds", "0-600,601-1200"], "asks for 1201 seeds; run at most 1000"),
+    (["run", "--seeds", "5-2"], "seed range '5-2' is empty"),
+    (["run", "--seeds", "1,x"], "seeds must look like 0,1,2 or 0-4"),
+    (["run", "--seeds", "-3"], "seeds must look like"),
+    (["run", "--workers", "0"], "argument --workers: must be a whole number of worker processes >= 1"),
+    (["run", "--workers", "-2"], "worker processes >= 1"),
+    (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_command_line_is_one_error_line(capsys, argv, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert captured.out == ""
+
+
+def test_seeds_are_deduplicated_in_order():
+    from bench import config
+    from bench.cli import _seeds
+
+    assert _seeds("3,0-2,1,3") == [3, 0, 1, 2]
+    exp = config.load(CLASSICAL).restrict(seeds=[2, 2, 0])
+    assert exp.seeds == (2, 0)
+
+
+def test_config_seeds_are_bounded(tmp_path, capsys):
+    cfg = tmp_path / "many.toml"
+    cfg.write_text(f'methods = ["lof"]\nseeds = {list(range(1001))}\n')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "1001 seeds; run at most 1000" in _err(capsys)
+    cfg.write_text('methods = ["lof"]\nseeds = [0, 0, 1]\n')
+    from bench import config
+    assert config.load(cfg).seeds == (0, 1)

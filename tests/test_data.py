@@ -18,8 +18,8 @@ PAPER = {  # issue 2: train rows / test rows / test anomalies of the paper split
 def test_checksum_shape_and_paper_split(name):
     ds = data.load(name)
     meta = data.info(name)
-    assert data.sha256_of(data.find_file(meta["file"], data.candidate_dirs(None, data.DATA_ENV,
-                          "datasets/data", "datasets"), "x", "y")) == meta["sha256"]
+    assert data.locate(name) == data.REPO_ROOT / "datasets" / "data" / meta["file"]  # committed copy
+    assert data.sha256_of(data.locate(name)) == meta["sha256"]
     assert ds.X.shape == (meta["rows"], meta["features"]) and ds.X.dtype == np.float64
     assert ds.y.shape == (meta["rows"],) and int(ds.y.sum()) == meta["anomalies"]
     split = make_split(ds, "paper", seed=0)
@@ -51,8 +51,7 @@ def test_paper_split_ignores_seed_and_resample_uses_it():
 
 
 def test_corrupt_file_is_an_error(tmp_path):
-    src = data.find_file("letter.mat", data.candidate_dirs(None, data.DATA_ENV, "datasets/data",
-                                                           "datasets"), "x", "y")
+    src = data.locate("letter")
     bad = tmp_path / "letter.mat"
     shutil.copy(src, bad)
     raw = bytearray(bad.read_bytes())
@@ -63,19 +62,45 @@ def test_corrupt_file_is_an_error(tmp_path):
         data.load("letter", data_dir=tmp_path)
 
 
-def test_missing_file_lists_where_it_looked(tmp_path):
-    dirs = [("command line", tmp_path / "a"), ("repository", tmp_path / "b")]
+def test_missing_file_names_the_place_and_its_source(tmp_path):
+    dirs = [("given by --data-dir", tmp_path / "a")]
     with pytest.raises(BenchError) as err:
         data.find_file("cardio.mat", dirs, "dataset 'cardio'", "ODDS")
     msg = str(err.value)
-    assert str(tmp_path / "a") in msg and str(tmp_path / "b") in msg and "ODDS" in msg
+    assert str(tmp_path / "a") in msg and "no such directory" in msg and "ODDS" in msg
 
 
-def test_lookup_order(tmp_path, monkeypatch):
+def test_without_a_given_place_the_repository_copy_is_used(monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    ((label, where),) = data.candidate_dirs(None, data.DATA_ENV, "datasets/data")
+    assert where == data.REPO_ROOT / "datasets" / "data" and "repository" in label
+    assert data.load("letter").sha256 == data.info("letter")["sha256"]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_given_directory_is_the_only_place_looked_in(tmp_path, monkeypatch, how):
+    """A directory given by --data-dir or $ADVAE_BENCH_DATA that lacks the file is an error naming that
+    directory and the flag or variable, even though the repository holds the file."""
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    if how == "env":
+        monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    with pytest.raises(BenchError) as err:
+        data.load("cardio", tmp_path if how == "flag" else None)
+    msg = str(err.value)
+    assert f"not found in {tmp_path}" in msg
+    assert ("given by --data-dir" if how == "flag" else f"given by ${data.DATA_ENV}") in msg
+    assert "--data-dir or $ADVAE_BENCH_DATA" in msg
+    assert str(data.REPO_ROOT) not in msg  # the repository's copy was not looked in
+
+
+def test_the_flag_wins_over_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
-    dirs = [label for label, _ in data.candidate_dirs(tmp_path / "cli", data.DATA_ENV,
-                                                      "datasets/data", "datasets")]
-    assert dirs == ["command line", f"${data.DATA_ENV}", "repository", "beside the repository"]
+    ((label, where),) = data.candidate_dirs(tmp_path / "cli", data.DATA_ENV, "datasets/data")
+    assert where == tmp_path / "cli" and label.startswith("given by --data-dir")
+    ((label, where),) = data.candidate_dirs(None, data.DATA_ENV, "datasets/data")
+    assert where == tmp_path / "env" and label.startswith(f"given by ${data.DATA_ENV}")
+    ((label, _),) = data.candidate_dirs(None, data.CHECKPOINTS_ENV, "checkpoints")
+    assert "--checkpoints or $ADVAE_BENCH_CHECKPOINTS" in label
 
 
 def test_unknown_dataset_suggests():

@@ -83,7 +83,8 @@ def synthetic_catalogue(monkeypatch):
                                              hashlib.sha256(X.tobytes()).hexdigest(),
                                              {"paper_split": {"kind": "tail-test", "n_test": 40}})
     real_load = data.load
-    monkeypatch.setattr(data, "load", lambda name, data_dir=None: made.get(name) or real_load(name, data_dir))
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None, label_col=None:
+                        made.get(name) or real_load(name, data_dir, label_col))
     return made
 
 

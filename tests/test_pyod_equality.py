@@ -40,8 +40,7 @@ def test_harness_equals_pyod_on_the_authors_path(dataset):
     for run in expand(exp):
         (rec,) = execute_group([run], "percentile", 0.1, None, env)
         assert rec["status"] == "ok", rec["error"]
-        mat = scipy.io.loadmat(data.find_file(ds.info["file"], data.candidate_dirs(
-            None, data.DATA_ENV, "datasets/data", "datasets"), "", ""))
+        mat = scipy.io.loadmat(data.locate(ds.name))
         X = np.asarray(mat["X"], dtype=np.float64)
         from bench.protocols import PROTOCOLS
         train, test = PROTOCOLS["paper"](ds, 0)

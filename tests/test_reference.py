@@ -8,7 +8,6 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from bench import BenchError, data
-from bench.data import REPO_ROOT
 from bench.protocols import make_split
 from bench.reference import COLUMNS, checkpoint_paths, run_reference
 from bench.thresholds import threshold
@@ -17,9 +16,6 @@ from methods.advae_tools import load_checkpoints
 from methods.stacked import l_sample_scores as score_rows
 
 torch.set_num_threads(1)
-SHARED_CHECKPOINTS = REPO_ROOT.parent / "shared" / "checkpoints" / "advae-reference"
-needs_checkpoints = pytest.mark.skipif(not (SHARED_CHECKPOINTS / "cardio-encoder.pt").is_file(),
-                                       reason=f"reference weights not found in {SHARED_CHECKPOINTS}")
 
 
 # ---- the authors' grid threshold --------------------------------------------------------------------
@@ -67,15 +63,23 @@ def test_load_reference_maps_the_authors_layers(tmp_path):
     np.testing.assert_array_equal(s, score_rows(E, G, x.numpy(), L=50, seed=1))
 
 
-def test_missing_checkpoint_names_every_place_looked(tmp_path):
+def test_missing_checkpoint_names_the_place_the_flag_and_the_variable(tmp_path, monkeypatch):
     with pytest.raises(BenchError) as err:
-        checkpoint_paths("no-such-dataset", tmp_path)
-    assert str(tmp_path) in str(err.value) and "WangXuhongCN/adVAE" in str(err.value)
+        checkpoint_paths("cardio", tmp_path)  # the repository has it, but only tmp_path is looked in
+    msg = str(err.value)
+    assert f"not found in {tmp_path} (given by --checkpoints" in msg and "WangXuhongCN/adVAE" in msg
+    monkeypatch.setenv(data.CHECKPOINTS_ENV, str(tmp_path))
+    with pytest.raises(BenchError, match=r"given by \$ADVAE_BENCH_CHECKPOINTS"):
+        checkpoint_paths("cardio")
+
+
+def test_the_repository_holds_the_reference_weights():
+    enc, dec = checkpoint_paths("cardio")
+    assert enc == data.REPO_ROOT / "checkpoints" / "cardio-encoder.pt" and dec.is_file()
 
 
 # ---- the real weights on the real data ----------------------------------------------------------------
 @pytest.mark.integration
-@needs_checkpoints
 def test_reference_weights_give_finite_scores_that_rank_anomalies_high():
     split = make_split(data.load("cardio"), "paper")
     E, G = load_reference(*checkpoint_paths("cardio"))
@@ -86,7 +90,6 @@ def test_reference_weights_give_finite_scores_that_rank_anomalies_high():
 
 
 @pytest.mark.integration
-@needs_checkpoints
 def test_run_reference_writes_the_table(tmp_path):
     df = run_reference(tmp_path, load_checkpoints, datasets=["pendigits"], L=50)
     assert list(df.columns) == COLUMNS and len(df) == 2

@@ -82,3 +82,43 @@ def test_entry_point_group(monkeypatch):
         assert registry.build("third-party[k=3]")[2] == {"k": 3}
     finally:
         registry._REGISTRY.pop("third-party", None)
+
+
+def test_plumbing_never_imports_a_definition():
+    """bench/ is plumbing: no module of it imports the methods package (the registry loads it by name,
+    and ``pyod:`` specs resolve through the namespace methods/classical.py registers)."""
+    import ast
+
+    from bench.data import REPO_ROOT
+
+    offenders = []
+    for path in sorted((REPO_ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {m}" for m in mods if m.split(".")[0] == registry.DEFINITIONS]
+    assert offenders == []
+
+
+def test_namespaces():
+    with pytest.raises(BenchError, match=r"unknown method namespace 'nope:' in 'nope:KNN' \(known: pyod:\)"):
+        registry.build("nope:KNN")
+    ent = registry.entry("pyod:KNN")
+    assert ent.name == "pyod:KNN" and ent.description and ent.make is not None
+
+
+def test_unknown_pyod_class_prints_nothing_but_the_error(tmp_path):
+    """Looking for a class through PyOD's modules imports some that print an install hint for an
+    optional dependency ("please install combo first"); none of that reaches the user."""
+    import subprocess
+    import sys
+
+    from bench.data import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "run_bench.py"), "run", "--methods", "pyod:Nope",
+                           "--datasets", "letter", "--out", str(tmp_path)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: PyOD has no detector class 'Nope' (spec pyod:Nope); PyOD's detectors are listed at "
+        "pyod.readthedocs.io"]

@@ -62,6 +62,7 @@ def _exp(methods, seeds=(0, 1), datasets=("letter",)):
 def test_failures_are_isolated_and_recorded(tmp_path, fakes):
     exp = _exp(["test-raise", "test-nan", "test-const", "test-ok"])
     counts = runner.run_experiment(exp, tmp_path, workers=1, progress=False)
+    assert len(counts.pop("keys")) == 8
     assert counts == {"total": 8, "skipped": 0, "ok": 2, "failed": 4, "degenerate": 2}
     df = Store(tmp_path).frame().set_index(["spec", "seed"])
     assert df.loc[("test-raise", 0), "status"] == "failed"

@@ -1,0 +1,163 @@
+"""A user's own dataset: --datasets path/to/file.{mat,npz,csv}, no catalogue entry needed."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+
+from bench import BenchError, config, data, runner
+from bench.cli import main
+from bench.data import REPO_ROOT
+from bench.store import Store
+
+CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
+
+
+def _table(n_normal=60, n_anom=8, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.r_[rng.normal(0.5, 0.05, (n_normal, d)), rng.uniform(0, 1, (n_anom, d))]
+    y = np.r_[np.zeros(n_normal, int), np.ones(n_anom, int)]
+    return X, y
+
+
+def _csv(path, X, y, label="y", extra=None):
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    for k, v in (extra or {}).items():
+        df[k] = v
+    if label is not None:
+        df[label] = y
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["mat", "npz", "csv-y", "csv-label", "csv-named"])
+def test_each_format_loads(tmp_path, fmt):
+    X, y = _table()
+    label_col = None
+    if fmt == "mat":
+        path = tmp_path / "mine.mat"
+        scipy.io.savemat(path, {"X": X, "y": y[:, None]})  # ODDS: y is a column vector
+    elif fmt == "npz":
+        path = tmp_path / "mine.npz"
+        np.savez(path, X=X, y=y)
+    else:
+        label = {"csv-y": "y", "csv-label": "label", "csv-named": "is_fraud"}[fmt]
+        path = _csv(tmp_path / "mine.csv", X, y, label)
+        label_col = "is_fraud" if fmt == "csv-named" else None
+    ds = data.load(str(path), label_col=label_col)
+    assert ds.name == "mine" and ds.sha256 == data.sha256_of(path)
+    np.testing.assert_allclose(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y)
+    assert ds.X.dtype == np.float64 and ds.y.dtype == np.int64
+
+
+def test_own_dataset_runs_under_resample_and_stores_its_sha256(tmp_path, capsys):
+    X, y = _table()
+    path = _csv(tmp_path / "mine.csv", X, y)
+    out = tmp_path / "out"
+    assert main(["run", "--config", CLASSICAL, "--methods", "iforest", "--datasets", str(path), "--seeds",
+                 "0-1", "--out", str(out), "--no-report", "--workers", "1"]) == 0
+    assert "note: protocol resample" in capsys.readouterr().err
+    df = Store(out).frame()
+    assert list(df.dataset) == ["mine", "mine"] and set(df.protocol) == {"resample"}
+    assert set(df.dataset_sha256) == {data.sha256_of(path)} and set(df.status) == {"ok"}
+
+
+def test_paper_protocol_is_refused_for_own_data(tmp_path, capsys):
+    X, y = _table()
+    path = _csv(tmp_path / "mine.csv", X, y)
+    assert main(["run", "--config", CLASSICAL, "--datasets", str(path), "--protocol", "paper",
+                 "--out", str(tmp_path / "out")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "paper protocol is the authors' fixed split" in line
+    assert "--protocol resample" in line
+    cfg = tmp_path / "own.toml"
+    cfg.write_text(f'methods = ["lof"]\ndatasets = ["{path}"]\n')
+    assert config.load(cfg).protocol == "resample"  # the default for own data
+    cfg.write_text(f'methods = ["lof"]\ndatasets = ["{path}"]\nprotocol = "paper"\n')
+    with pytest.raises(BenchError, match="paper protocol"):
+        config.load(cfg)
+
+
+def test_another_label_column_is_other_data(tmp_path):
+    X, y = _table()
+    path = _csv(tmp_path / "mine.csv", X, y, "y", {"other": np.r_[np.ones(10, int), np.zeros(len(y) - 10, int)]})
+    base = config.Experiment(name="t", protocol="resample", seeds=(0,), threshold="kde", alpha=0.1,
+                             datasets=(str(path),), methods=("iforest",))
+    (a,) = runner.expand(base)
+    (b,) = runner.expand(base.restrict(label_col="other"))
+    assert a.dataset_sha256 == b.dataset_sha256 and a.key != b.key
+    assert a.source == str(path.resolve()) and b.label_col == "other"
+
+
+def _bad(tmp_path, kind):
+    X, y = _table()
+    p = tmp_path / "mine.csv"
+    if kind == "no label column":
+        _csv(p, X, y, label=None)
+    elif kind == "both default label columns":
+        _csv(p, X, y, "y", {"label": y})
+    elif kind == "named label column missing":
+        _csv(p, X, y)
+        return p, ["--label-col", "target"]
+    elif kind == "labels other than 0/1":
+        _csv(p, X, np.where(y == 1, 2, 0))
+    elif kind == "text labels":
+        _csv(p, X, np.where(y == 1, "bad", "good"))
+    elif kind == "no anomalies":
+        _csv(p, X, np.zeros_like(y))
+    elif kind == "no normals":
+        _csv(p, X, np.ones_like(y))
+    elif kind == "NaN in X":
+        X[3, 2] = np.nan
+        _csv(p, X, y)
+    elif kind == "inf in X":
+        p = tmp_path / "mine.npz"
+        X[5, 0] = np.inf
+        np.savez(p, X=X, y=y)
+    elif kind == "non-numeric column":
+        _csv(p, X, y, extra={"colour": ["red"] * len(y)})
+    elif kind == "fewer than 10 normals":
+        X, y = _table(n_normal=9)
+        _csv(p, X, y)
+    elif kind == "not a .mat file":
+        p = tmp_path / "mine.mat"
+        p.write_bytes(b"this is not MATLAB")
+    elif kind == ".npz without y":
+        p = tmp_path / "mine.npz"
+        np.savez(p, X=X)
+    elif kind == "unsupported type":
+        p = tmp_path / "mine.txt"
+        p.write_text("1,2\n")
+    elif kind == "missing file":
+        p = tmp_path / "nowhere.csv"
+    elif kind == "catalogued name":
+        p = _csv(tmp_path / "cardio.csv", X, y)
+    return p, []
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no label column", "no column 'y' or 'label'; name the label column (1 = anomaly) with --label-col"),
+    ("both default label columns", "both 'y' and 'label'"),
+    ("named label column missing", "no label column 'target' (--label-col)"),
+    ("labels other than 0/1", "labels must be 0 (normal) or 1 (anomaly); found 2"),
+    ("text labels", "labels must be 0 (normal) or 1 (anomaly); found 'good', 'bad'"),
+    ("no anomalies", "no anomalies (no label 1)"),
+    ("no normals", "no normal rows (no label 0)"),
+    ("NaN in X", "X holds 1 NaN or infinite value(s) (first in row 4, column 'f2')"),
+    ("inf in X", "X holds 1 NaN or infinite value(s) (first in row 6, feature 0)"),
+    ("non-numeric column", "non-numeric column(s) 'colour'"),
+    ("fewer than 10 normals", "only 9 normal rows; at least 10 are needed"),
+    ("not a .mat file", "cannot read it as .mat"),
+    (".npz without y", "no array 'y'"),
+    ("unsupported type", "unsupported type '.txt'; use .mat"),
+    ("missing file", "nowhere.csv not found"),
+    ("catalogued name", "its name 'cardio' is a catalogued dataset's; rename the file"),
+])
+def test_a_bad_file_is_one_error_line(tmp_path, capsys, kind, message):
+    path, extra = _bad(tmp_path, kind)
+    out = tmp_path / "out"
+    assert main(["run", "--config", CLASSICAL, "--methods", "iforest", "--datasets", str(path),
+                 "--out", str(out), *extra]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"error: dataset file {path}") and message in lines[-1], lines[-1]
+    assert not (out / "runs.sqlite").exists()

@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     print(f"extrapolated to {FULL_ITERATIONS} iterations: {full_one / 60:.1f} min for the slice on one "
           f"worker; whole grid ({len(full.datasets)} datasets) ~ {grid / 60:.1f} min on one worker, "
           f"~ {grid / 120:.1f} min on two (wall time on this machine's current load)")
+    share = cpu / wall
+    print(f"the slice got {share:.0%} of a core; at a full core per worker: whole grid "
+          f"~ {grid * share / 120:.1f} min on two workers")
     return 0
 
 

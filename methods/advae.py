@@ -65,7 +65,11 @@ multiplies at once). Higher = more anomalous.
 
 Stacking: both paths take their arithmetic from methods/invariant.py (the exp-based sigmoid, 1-wide
 products, StackAdam), so a member trained in a stack ends up bit for bit as trained alone
-(tests/test_invariance.py).
+(tests/test_invariance.py). Members may differ in ``member_params`` (lambda_, gamma, m_x, m_z and the
+two hinge switches: a sweep's settings, advae with g-advae): the definitions and the hand-written steps
+read them per member (``PerMember``: (S, 1, ...) vectors rounded as the Python scalars they replace,
+switched-off terms zeroed with torch.where), so each member is still its solo fit
+(tests/test_sweep_stack.py). ``transformer`` changes the networks and is shared by a stack.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@
 - ``fit_group(detectors, X_trains)``: the runner hands a group of runs of the same method, dataset,
   protocol and parameters except ``random_state`` (i.e. several seeds; for the ``resample`` protocol
   each member has its own training rows) to this classmethod, at most ``max_group_size`` at once.
+  A method whose training takes some parameters per member declares them in ``member_params``
+  (``methods.stacked.StackedFit``); its groups then also mix values of those parameters (the
+  settings of a sweep), grouped by class, dataset, protocol and the other parameters.
   It returns one item per member: the fitted detector, or the Exception that member failed with (a
   failing member must not take its group down). The default fits them one by one; a method may
   override it to train them together (e.g. stacked networks: ``methods.stacked.StackedFit``), as long

@@ -370,7 +370,9 @@ def _list_method(spec: str) -> int:
     if getattr(ent.cls, "quick_params", None):
         print("  --quick: " + ", ".join(f"{k}={v!r}" for k, v in ent.cls.quick_params.items()))
     if getattr(ent.cls, "max_group_size", 1) > 1:
-        print(f"  up to {ent.cls.max_group_size} seeds train together as one stack")
+        free = tuple(getattr(ent.cls, "member_params", ()) or ())
+        what = f"runs (seeds and settings of {', '.join(free)})" if free else "seeds"
+        print(f"  up to {ent.cls.max_group_size} {what} train together as one stack")
     return 0
     return 0
 

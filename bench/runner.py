@@ -8,10 +8,14 @@ sweep's value that equals the default, are stored as two runs, each under its ow
 Which seeds train together is not in the key: a member of a stack is bit-identical to its solo fit
 (methods/invariant.py, tests/test_invariance.py).
 
-Runs of the same method, dataset, protocol and parameters except ``random_state`` form a group
-(at most the method's ``max_group_size``) that is handed to the method's ``fit_group``, so a method
-can train several seeds as one stack; each member is still stored as its own run. Groups are a
-function of the grid alone, never of the worker count. Each group runs with one torch thread;
+Runs of the same method, dataset, protocol and parameters except ``random_state`` form a group that is
+handed to the method's ``fit_group``, so a method can train several seeds as one stack; each member is
+still stored as its own run. A method that declares ``member_params`` (parameters its stacks take per
+member, e.g. adVAE's weights, margins and hinge switches) has its runs grouped by its class, dataset,
+protocol and the other parameters instead: the settings of a sweep, and variants registered under other
+names on the same class (advae, g-advae), share a group. A group larger than the method's
+``max_group_size`` is split into near-equal parts. Groups are a function of the grid alone, never of
+the worker count. Each group runs with one torch thread;
 parallelism comes from worker processes.
 """
 from __future__ import annotations
@@ -67,7 +71,14 @@ class Run:
     def group_key(self) -> tuple:
         p = self.params
         p.pop("random_state", None)
-        return (self.method, self.spec, json.dumps(p, sort_keys=True), self.dataset, self.protocol)
+        cls = _detector_class(self)
+        free = tuple(getattr(cls, "member_params", ()) or ())
+        if not free:
+            return (self.method, self.spec, json.dumps(p, sort_keys=True), self.dataset, self.protocol)
+        for name in free:
+            p.pop(name, None)
+        return (f"{cls.__module__}.{cls.__qualname__}", json.dumps(p, sort_keys=True), self.dataset,
+                self.source, self.protocol)
 
 
 def _jsonable(params: dict) -> str:
@@ -163,8 +174,21 @@ def make_groups(runs: list[Run]) -> list[list[Run]]:
         size = max(1, int(getattr(_detector_class(members[0]), "max_group_size", 1)))
         if _shares_fit(members[0]):
             size = len(members)  # deterministic method on a seed-free split: one fit serves all
-        groups += [members[i:i + size] for i in range(0, len(members), size)]
+        groups += split_evenly(members, size)
     return groups
+
+
+def split_evenly(items: list, size: int) -> list[list]:
+    """``items`` in order, as the fewest parts of at most ``size`` items, their sizes within one of
+    each other (60 runs at 25: 20 + 20 + 20, not 25 + 25 + 10)."""
+    parts = -(-len(items) // max(1, size))
+    base, extra = divmod(len(items), max(1, parts))
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (i < extra)
+        out.append(items[start:start + n])
+        start += n
+    return out
 
 
 def _detector_class(run: Run) -> type:
@@ -174,7 +198,8 @@ def _detector_class(run: Run) -> type:
 def _shares_fit(run: Run) -> bool:
     """A method without randomness on a protocol whose split ignores the seed gives the same scores
     for every seed: it is fitted once and the result is stored for each seed."""
-    return "random_state" not in run.params and run.protocol in SEED_FREE
+    return ("random_state" not in run.params and run.protocol in SEED_FREE
+            and not getattr(_detector_class(run), "member_params", ()))
 
 
 def _instantiate(run: Run):

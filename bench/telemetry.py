@@ -19,6 +19,9 @@ class LossLog:
     ``record(it, L_T=tensor(S,), L_G=...)`` takes per-member values (a (S,) tensor, or a float for
     S = 1). Values are checked for finiteness at every call; a non-finite value in member s marks that
     member diverged (``diverged[s]`` = TrainingDiverged) so a stack can finish its healthy members.
+    ``members={name: [bool per member]}`` names the terms only some members have (a stack whose
+    members have different switches): a member without a term neither records nor checks it, so its
+    history is the one it has alone.
     """
 
     def __init__(self, n_members: int = 1, every: int = 100):
@@ -26,21 +29,24 @@ class LossLog:
         self.history = [{"iteration": []} for _ in range(n_members)]
         self.diverged: list[TrainingDiverged | None] = [None] * n_members
 
-    def record(self, iteration: int, force: bool = False, **terms) -> None:
+    def record(self, iteration: int, force: bool = False, members: dict | None = None,
+               **terms) -> None:
         keep = force or iteration % self.every == 0
         values = {k: (v.detach().reshape(-1).double().cpu().numpy() if torch.is_tensor(v)
                       else np.atleast_1d(np.asarray(v, dtype=float))) for k, v in terms.items()}
+        members = members or {}
         for s, hist in enumerate(self.history):
             if self.diverged[s] is not None:
                 continue
-            for k, v in values.items():
+            mine = {k: v for k, v in values.items() if k not in members or members[k][s]}
+            for k, v in mine.items():
                 val = float(v[s] if v.size > 1 else v[0])
                 if not math.isfinite(val):
                     self.diverged[s] = TrainingDiverged(iteration, k, val)
                     break
             if keep and self.diverged[s] is None:
                 hist["iteration"].append(int(iteration))
-                for k, v in values.items():
+                for k, v in mine.items():
                     hist.setdefault(k, []).append(float(v[s] if v.size > 1 else v[0]))
 
     def raise_if_diverged(self, s: int = 0) -> None:

@@ -65,7 +65,11 @@ multiplies at once). Higher = more anomalous.
 
 Stacking: both paths take their arithmetic from methods/invariant.py (the exp-based sigmoid, 1-wide
 products, StackAdam), so a member trained in a stack ends up bit for bit as trained alone
-(tests/test_invariance.py).
+(tests/test_invariance.py). Members may differ in ``member_params`` (lambda_, gamma, m_x, m_z and the
+two hinge switches: a sweep's settings, advae with g-advae): the definitions and the hand-written steps
+read them per member (``PerMember``: (S, 1, ...) vectors rounded as the Python scalars they replace,
+switched-off terms zeroed with torch.where), so each member is still its solo fit
+(tests/test_sweep_stack.py). ``transformer`` changes the networks and is shared by a stack.
 """
 from __future__ import annotations
 
@@ -252,6 +256,52 @@ class Iteration(NamedTuple):
     T_pass: tuple | None
 
 
+class PerMember:
+    """The per-member parameters (``AdVAE.member_params``) of the stack being trained, as tensors that
+    broadcast over it: ``num(key, like)`` is (S, 1, ...) with one number per member (rounded to
+    ``like``'s dtype once, as a Python scalar is when it multiplies a tensor, so ``w * t`` is
+    ``value * t`` bit for bit), ``mask(switch, like)`` the same as booleans, ``only(switch, t)`` zeroes
+    t for the members whose switch is off (``torch.where``: a value there never leaks, even a
+    non-finite one). Outside a stack fit, the detector's own values (S = 1, broadcast)."""
+
+    def __init__(self, det: "AdVAE"):
+        names = AdVAE.member_params
+        self.params = [dict(zip(names, vals)) for vals in zip(*(det.member_values(n) for n in names))]
+        self._cache: dict = {}
+
+    def all(self, switch: str) -> bool:
+        return all(p[switch] for p in self.params)
+
+    def any(self, switch: str) -> bool:
+        return any(p[switch] for p in self.params)
+
+    def members(self, switch: str) -> list[bool]:
+        return [bool(p[switch]) for p in self.params]
+
+    def num(self, key, like: torch.Tensor, fn=None, dims: int | None = None) -> torch.Tensor:
+        """Per-member numbers ``fn(params of member s)`` (default: the parameter named ``key``)."""
+        dims = like.dim() if dims is None else dims
+        k = (key, dims, like.dtype, like.device)
+        t = self._cache.get(k)
+        if t is None:
+            fn = fn or (lambda p: p[key])
+            t = self._cache[k] = torch.tensor([float(fn(p)) for p in self.params], dtype=like.dtype,
+                                              device=like.device).view(-1, *([1] * (dims - 1)))
+        return t
+
+    def mask(self, switch: str, like: torch.Tensor, dims: int | None = None) -> torch.Tensor:
+        dims = like.dim() if dims is None else dims
+        k = (switch, dims, torch.bool, like.device)
+        t = self._cache.get(k)
+        if t is None:
+            t = self._cache[k] = torch.tensor(self.members(switch), device=like.device).view(
+                -1, *([1] * (dims - 1)))
+        return t
+
+    def only(self, switch: str, t: torch.Tensor) -> torch.Tensor:
+        return t if self.all(switch) else torch.where(self.mask(switch, t), t, 0.0)
+
+
 # ---- scoring and the authors' weights -------------------------------------------------------------
 def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Encoder, Generator]:
     """The adVAE authors' released weights (state_dicts of their Encoder: fc1, fc2, fcmu, fclogvar, and
@@ -296,6 +346,11 @@ class AdVAE(StackedDeepDetector):
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
 
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
+    #: Settings that train together in one stack (a sweep, the adVAE family of one dataset): the
+    #: weights and margins as per-member vectors, the two hinge switches as per-member masks (they only
+    #: zero terms). ``transformer`` changes the networks and the noise, so it is shared by a stack.
+    member_params = ("lambda_", "gamma", "m_x", "m_z", "encoder_hinge", "generator_hinge")
+    max_group_size = 25  # 5 settings x 5 seeds
     # The adversarial totals need not fall; a reconstruction that never improves means a broken run.
     monitored_losses = ["mse"]
     parameter_constraints = {
@@ -332,6 +387,31 @@ class AdVAE(StackedDeepDetector):
         """Whether ``sample_latents``, ``step1_losses`` and ``step2_losses`` are the paper's (this
         class's), i.e. whether the hand-written gradients compute the gradient of this objective."""
         return not self._overridden()
+
+    def stack_member_params(self) -> tuple[str, ...]:
+        """Per-member values need the paper's definitions: an overridden definition may read a
+        parameter as a scalar, so its settings train in separate stacks."""
+        return self.member_params if self.paper_definitions() else ()
+
+    def stack_signature(self) -> tuple:
+        """Step 1 passes z and z_T through G as one product of 2b rows when the transformer is on and
+        a hinge compares G(z_T) (else G(z) alone, b rows), and a product's rows round with the row
+        count: members with and without that pass train in separate stacks."""
+        return (*super().stack_signature(),
+                bool(self.transformer and (self.encoder_hinge or self.generator_hinge)))
+
+    def _per_member(self) -> PerMember:
+        pm = getattr(self, "_pm", None)
+        return pm if pm is not None else PerMember(self)
+
+    def term_members(self) -> dict[str, list[bool]]:
+        """The logged terms only some members of the stack have (LossLog ``members``)."""
+        pm = self._per_member()
+        out = {}
+        for switch, names in (("encoder_hinge", ("kl_r", "kl_Tr")), ("generator_hinge", ("mse_r_Tr",))):
+            if not pm.all(switch):
+                out.update({n: pm.members(switch) for n in names})
+        return out
 
     def uses_hand_gradients(self) -> bool:
         return self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions())
@@ -372,21 +452,24 @@ class AdVAE(StackedDeepDetector):
         every term {name: (S,)}. Differentiable w.r.t. G and T; E's first application (mu, logvar, z)
         enters as a constant, its second application (on x_r, x_Tr) passes gradients to G."""
         G, E = nets["G"], nets["E"]
+        pm = self._per_member()  # lambda_, gamma, m_x, m_z per member, (S, 1); switches as masks
         z = lat.z.detach()
         x_r = G(z)  # (S, B, d)
         terms = {"mse": mse(x, x_r)}  # (S, B) each
         L_Gz, L_GzT = terms["mse"], None
-        if self.encoder_hinge:
+        if pm.any("encoder_hinge"):
+            gamma = pm.num("gamma", terms["mse"])
             terms["kl_r"] = kl_divergence(*E(x_r))  # KL(mu_r, logvar_r)
-            L_Gz = L_Gz + self.gamma * terms["kl_r"]
+            L_Gz = L_Gz + pm.only("encoder_hinge", gamma * terms["kl_r"])
         if lat.z_T is not None:
             x_Tr = G(lat.z_T)
-            if self.encoder_hinge:
+            if pm.any("encoder_hinge"):
                 terms["kl_Tr"] = kl_divergence(*E(x_Tr))  # KL(mu_Tr, logvar_Tr)
-                L_GzT = self.gamma * hinge(self.m_z - terms["kl_Tr"])
-            if self.generator_hinge:
+                L_GzT = pm.only("encoder_hinge",
+                                gamma * hinge(pm.num("m_z", terms["mse"]) - terms["kl_Tr"]))
+            if pm.any("generator_hinge"):
                 terms["mse_r_Tr"] = mse(x_r, x_Tr)
-                h = hinge(self.m_x - terms["mse_r_Tr"])
+                h = pm.only("generator_hinge", hinge(pm.num("m_x", terms["mse"]) - terms["mse_r_Tr"]))
                 L_GzT = h if L_GzT is None else L_GzT + h
         terms["L_Gz"] = L_Gz
         if L_GzT is None:  # no discrimination on z_T (no transformer, or both hinges off)
@@ -398,7 +481,7 @@ class AdVAE(StackedDeepDetector):
         objective = L_G
         if lat.z_T is not None:
             terms["L_T"] = kl2(lat.mu.detach(), lat.logvar.detach(), lat.mu_T, lat.logvar_T)
-            objective = L_G + self.lambda_ * terms["L_T"]
+            objective = L_G + pm.num("lambda_", terms["L_T"]) * terms["L_T"]
         return objective.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
 
     def step2_losses(self, nets: nn.ModuleDict, x: torch.Tensor, lat: Latents):
@@ -407,14 +490,18 @@ class AdVAE(StackedDeepDetector):
         (mu, logvar); the hinges reach E only through its second application, on detach(x_r) and
         detach(x_Tr)."""
         G, E = nets["G"], nets["E"]
+        pm = self._per_member()
         x_r = G(lat.z)
         terms = {"kl": kl_divergence(lat.mu, lat.logvar)}
-        L_E = mse(x, x_r) + self.lambda_ * terms["kl"]
-        if self.encoder_hinge:
-            L_E = L_E + self.gamma * hinge(self.m_z - kl_divergence(*E(x_r.detach())))
+        L_E = mse(x, x_r) + pm.num("lambda_", terms["kl"]) * terms["kl"]
+        if pm.any("encoder_hinge"):
+            gamma, m_z = pm.num("gamma", terms["kl"]), pm.num("m_z", terms["kl"])
+            L_E = L_E + pm.only("encoder_hinge",
+                                gamma * hinge(m_z - kl_divergence(*E(x_r.detach()))))
             if lat.z_T is not None:
                 x_Tr = G(lat.z_T.detach())
-                L_E = L_E + self.gamma * hinge(self.m_z - kl_divergence(*E(x_Tr.detach())))
+                L_E = L_E + pm.only("encoder_hinge",
+                                    gamma * hinge(m_z - kl_divergence(*E(x_Tr.detach()))))
         terms["L_E"] = L_E
         return L_E.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
 
@@ -452,12 +539,14 @@ class AdVAE(StackedDeepDetector):
         return Iteration(x, Latents(mu, logvar, z, mu_T, logvar_T, z_T), (mu, logvar, E_acts),
                          (mu_T, logvar_T, T_acts))
 
-    def _kl_hinge_coef(self, mu, logvar, weight: float):
+    def _kl_hinge_coef(self, pm: PerMember, mu, logvar, weight: torch.Tensor):
         """For rows (S, R, k) of E's output: weight * 1[m_z - KL(mu, logvar) > 0] (S, R, 1), the
-        derivative of weight * [m_z - KL]^+ w.r.t. -KL; and sigma^2 = exp(logvar)."""
+        derivative of weight * [m_z - KL]^+ w.r.t. -KL (weight and m_z per member, (S, 1, 1)); and
+        sigma^2 = exp(logvar)."""
         var = logvar.exp()
         two_kl_plus_k = (mu * mu + var - logvar).sum(dim=-1, keepdim=True)  # 2 KL + k
-        active = two_kl_plus_k < 2.0 * self.m_z + mu.shape[-1]
+        k = mu.shape[-1]
+        active = two_kl_plus_k < pm.num(("2 m_z + k", k), mu, lambda p: 2.0 * p["m_z"] + k)
         return active.to(mu.dtype).mul_(weight), var
 
     def _step1_gradients(self, v: _Views, it: Iteration, out=None) -> list[torch.Tensor]:
@@ -467,32 +556,37 @@ class AdVAE(StackedDeepDetector):
         x, lat = it.x, it.lat
         b = x.shape[1]
         c = 1.0 / b  # batch mean
-        with_zT = lat.z_T is not None and (self.encoder_hinge or self.generator_hinge)
+        pm = self._per_member()  # per-member weights (S, 1, 1), rounded as Python scalars would be
+        with_zT = lat.z_T is not None and (pm.any("encoder_hinge") or pm.any("generator_hinge"))
         (x_all,), G_acts = G.forward(torch.cat((lat.z, lat.z_T), dim=1) if with_zT else lat.z)
         x_r = x_all[:, :b]  # (S, b, d); x_Tr = x_all[:, b:]
         g_r = (x_r - x) * (2.0 * c)  # MSE(x, x_r) in L_Gz: d/dx_r = 2 (x_r - x)
         g_all = g_r
         if with_zT:
             g_T = torch.zeros_like(g_r)
-            if self.generator_hinge:  # [m_x - MSE(x_r, x_Tr)]^+ in L_GzT
+            if pm.any("generator_hinge"):  # [m_x - MSE(x_r, x_Tr)]^+ in L_GzT
                 diff = x_r - x_all[:, b:]
-                active = (diff * diff).sum(dim=-1, keepdim=True) < self.m_x  # (S, b, 1)
+                active = (diff * diff).sum(dim=-1, keepdim=True) < pm.num("m_x", x)  # (S, b, 1)
+                if not pm.all("generator_hinge"):
+                    active.logical_and_(pm.mask("generator_hinge", x))
                 g_T = diff * active.to(diff.dtype).mul_(2.0 * c)  # d/dx_Tr = 2 (x_r - x_Tr) when active
                 g_r = g_r - g_T  # d/dx_r = -2 (x_r - x_Tr) when active
             g_all = torch.cat((g_r, g_T), dim=1)
-        if self.encoder_hinge:
+        if pm.any("encoder_hinge"):
             # gamma * KL(mu_r, logvar_r) in L_Gz: d/dmu_r = gamma mu_r, d/dlogvar_r = gamma 0.5 (var - 1);
             # gamma * [m_z - KL(mu_Tr, logvar_Tr)]^+ in L_GzT: the same with -gamma, where active.
             # Through E (frozen: no gradient for its weights) to x_r and x_Tr.
             (mu_e, lv_e), E_acts = E.forward(x_all)  # (S, b or 2b, k)
-            coef, var = self._kl_hinge_coef(mu_e, lv_e, -self.gamma * c)
+            coef, var = self._kl_hinge_coef(pm, mu_e, lv_e,
+                                            pm.num(("-gamma c", b), x, lambda p: -p["gamma"] * c))
+            gamma_c = pm.num(("gamma c", b), x, lambda p: p["gamma"] * c)
             if with_zT:
-                coef = torch.cat((torch.full_like(coef[:, :b], self.gamma * c), coef[:, b:]), dim=1)
+                coef = torch.cat((gamma_c.expand(coef.shape[0], b, 1), coef[:, b:]), dim=1)
             else:
-                coef = torch.full_like(coef, self.gamma * c)
+                coef = gamma_c.expand_as(coef)
             g_e, _ = E.backward([mu_e, lv_e], E_acts, [coef * mu_e, 0.5 * coef * (var - 1.0)],
                                 input_grad=True, weight_grads=False)
-            g_all = g_all + g_e
+            g_all = g_all + pm.only("encoder_hinge", g_e)
         n_G = len(G.params)
         g_z, grads = G.backward([x_all], G_acts, [g_all], input_grad=with_zT,
                                 out=None if out is None else out[:n_G])
@@ -502,8 +596,9 @@ class AdVAE(StackedDeepDetector):
         mu, logvar, mu_T, logvar_T = lat.mu, lat.logvar, lat.mu_T, lat.logvar_T
         inv_var_T = torch.exp(-logvar_T)
         d_mu = mu_T - mu
-        g_mu_T = d_mu * inv_var_T * (self.lambda_ * c)
-        g_lv_T = (1.0 - (logvar.exp() + d_mu * d_mu) * inv_var_T) * (0.5 * self.lambda_ * c)
+        g_mu_T = d_mu * inv_var_T * pm.num(("lambda c", b), x, lambda p: p["lambda_"] * c)
+        g_lv_T = (1.0 - (logvar.exp() + d_mu * d_mu) * inv_var_T) * pm.num(
+            ("0.5 lambda c", b), x, lambda p: 0.5 * p["lambda_"] * c)
         if with_zT:  # z_T = mu_T + sigma_T eps_T: dz_T/dmu_T = 1, dz_T/dlogvar_T = 0.5 (z_T - mu_T)
             g_zT = g_z[:, b:]
             g_mu_T = g_mu_T + g_zT
@@ -519,26 +614,41 @@ class AdVAE(StackedDeepDetector):
         x, lat = it.x, it.lat
         b = x.shape[1]
         c = 1.0 / b
-        with_zT = lat.z_T is not None and self.encoder_hinge
+        pm = self._per_member()
+        with_zT = lat.z_T is not None and pm.any("encoder_hinge")
+        mixed = with_zT and not pm.all("encoder_hinge")
         (x_all,), G_acts = G.forward(torch.cat((lat.z, lat.z_T), dim=1) if with_zT else lat.z)
         x_r = x_all[:, :b]
+        G_acts_r = [a[:, :b] for a in G_acts]
+        if mixed:  # members without the hinge take x_r from G(z) alone, as alone (rows round with
+            # the row count of a product): one more pass of G, selected per member
+            on = pm.mask("encoder_hinge", x)
+            (x_z,), G_acts_z = G.forward(lat.z)
+            x_r = torch.where(on, x_r, x_z)
+            G_acts_r = [G_acts_r[0]] + [torch.where(on, a, a_z)
+                                        for a, a_z in zip(G_acts_r[1:], G_acts_z[1:])]
         grads = None
-        if self.encoder_hinge:
+        if pm.any("encoder_hinge"):
             # gamma * [m_z - KL(E(detach(x_r)))]^+ (and the same on x_Tr): d/dmu = -gamma mu,
             # d/dlogvar = -gamma 0.5 (var - 1), where active; only E's weights get a gradient.
             (mu_f, lv_f), F_acts = E.forward(x_all)
-            coef, var = self._kl_hinge_coef(mu_f, lv_f, -self.gamma * c)
-            _, grads = E.backward([mu_f, lv_f], F_acts, [coef * mu_f, 0.5 * coef * (var - 1.0)],
-                                  out=out)
+            coef, var = self._kl_hinge_coef(pm, mu_f, lv_f,
+                                            pm.num(("-gamma c", b), x, lambda p: -p["gamma"] * c))
+            g_mu_f, g_lv_f = coef * mu_f, 0.5 * coef * (var - 1.0)
+            if not pm.all("encoder_hinge"):  # exact zeros for the members without the hinge
+                g_mu_f, g_lv_f = pm.only("encoder_hinge", g_mu_f), pm.only("encoder_hinge", g_lv_f)
+            _, grads = E.backward([mu_f, lv_f], F_acts, [g_mu_f, g_lv_f], out=out)
         # MSE(x, x_r), x_r = G(z), back through G (frozen) to z = mu + sigma eps:
         # dz/dmu = 1, dz/dlogvar = 0.5 (z - mu); lambda * KL(mu, logvar): lambda mu, lambda 0.5 (var - 1).
-        G_acts_r = [a[:, :b] for a in G_acts]
         g_z, _ = G.backward([x_r], G_acts_r, [(x_r - x) * (2.0 * c)], input_grad=True,
                             weight_grads=False)
         mu, logvar, E_acts = it.E_pass
-        g_mu = torch.add(g_z, mu, alpha=self.lambda_ * c)
-        g_lv = torch.addcmul((logvar.exp() - 1.0) * (0.5 * self.lambda_ * c), g_z, lat.z - mu,
-                             value=0.5)
+        # g_z + lambda c mu, one rounding: addcmul with a per-member (S, 1, 1) factor is the fused
+        # multiply-add that torch.add(g_z, mu, alpha=lambda c) is (tests/test_sweep_stack.py checks)
+        g_mu = torch.addcmul(g_z, mu, pm.num(("lambda c", b), x, lambda p: p["lambda_"] * c))
+        g_lv = torch.addcmul((logvar.exp() - 1.0) * pm.num(("0.5 lambda c", b), x,
+                                                           lambda p: 0.5 * p["lambda_"] * c),
+                             g_z, lat.z - mu, value=0.5)
         if grads is None:  # no hinge: this pass is the whole gradient
             return E.backward([mu, logvar], E_acts, [g_mu, g_lv], out=out)[1]
         if out is not None:  # add this pass's gradient to the hinge pass's
@@ -561,13 +671,18 @@ class AdVAE(StackedDeepDetector):
                     noise={"eps": ("normal", (2 if "T" in nets else 1) * k)})
         step = self._hand_iteration if self.uses_hand_gradients() else self._autograd_iteration
         step = step(nets, opt_GT, opt_E)
-        for i, (x, noise) in enumerate(feed):
-            record = i % int(self.log_every) == 0 or i == n_iter - 1
-            terms = step(x, rows(noise["eps"], x.shape[1]), record)
-            if record:
-                log.record(i, force=True, **terms)
-                if all_diverged(log):
-                    break
+        self._pm = PerMember(self)  # this stack's per-member parameters, built once
+        try:
+            members = self.term_members()
+            for i, (x, noise) in enumerate(feed):
+                record = i % int(self.log_every) == 0 or i == n_iter - 1
+                terms = step(x, rows(noise["eps"], x.shape[1]), record)
+                if record:
+                    log.record(i, force=True, members=members, **terms)
+                    if all_diverged(log):
+                        break
+        finally:
+            del self._pm
 
     def _hand_iteration(self, nets, opt_GT: StackAdam, opt_E: StackAdam):
         """One iteration with the hand-written gradients (the fast path)."""

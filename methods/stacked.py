@@ -36,11 +36,31 @@ def store_params(obj, values: dict) -> None:
 
 
 class StackedFit:
-    """Mixin for methods that train a group of seeds together as one stack of networks. The subclass
+    """Mixin for methods that train a group of runs together as one stack of networks. The subclass
     defines ``_fit_stack(dets, Xs) -> list[fitted detector | Exception]`` for members whose training
     arrays have the same shape; ``fit`` is a group of one. Members are split by training shape (the
-    ``resample`` protocol can give seeds different row counts), and a stack that raises fails each of
-    its members with that exception, never the other stacks."""
+    ``resample`` protocol can give seeds different row counts) and by ``stack_signature()``, and a stack
+    that raises fails each of its members with that exception, never the other stacks.
+
+    Members differ in ``random_state`` and, where the method declares them, in ``member_params``: the
+    parameters its training takes per member (weights and margins as (S, ...) tensors broadcast over
+    the stack, switches that only zero a term). The runner groups runs by the other parameters
+    (bench/runner.py). ``stack_signature()`` says which members can share one stack exactly (e.g. the
+    switches that change the shape of an operation); ``stack_member_params()`` may narrow the declared
+    set for an instance (then members that differ in the others train in separate stacks).
+    """
+
+    #: Parameters that may differ between the members of one stack (besides random_state).
+    member_params: tuple[str, ...] = ()
+
+    def stack_member_params(self) -> tuple[str, ...]:
+        return tuple(self.member_params)
+
+    def stack_signature(self) -> tuple:
+        """Members train in one stack only if their signatures are equal. Default: the values of the
+        declared member parameters this instance does not take per member."""
+        return tuple((name, repr(getattr(self, name))) for name in self.member_params
+                     if name not in self.stack_member_params())
 
     def fit(self, X: np.ndarray):
         (result,) = type(self).fit_group([self], [X])
@@ -52,18 +72,24 @@ class StackedFit:
     def fit_group(cls, detectors, X_trains):
         for det in detectors:
             det.validate_params()
-        ref = {k: v for k, v in detectors[0].get_params().items() if k != "random_state"}
+        free = {"random_state", *cls.member_params}
+
+        def shared(det):
+            return {k: v for k, v in det.get_params().items() if k not in free}
+
+        ref = shared(detectors[0])
         for det in detectors[1:]:
-            other = {k: v for k, v in det.get_params().items() if k != "random_state"}
+            other = shared(det)
             if other != ref:
                 raise ValueError(f"{cls.__name__}.fit_group: members differ in parameters other than "
-                                 f"random_state ({ref} vs {other}); fit them separately")
+                                 f"random_state and {sorted(free - {'random_state'})} ({ref} vs "
+                                 f"{other}); fit them separately")
         Xs = [np.asarray(X, dtype=np.float32) for X in X_trains]
         results: list = [None] * len(detectors)
-        by_shape: dict[tuple, list[int]] = {}
+        by_stack: dict[tuple, list[int]] = {}
         for i, X in enumerate(Xs):
-            by_shape.setdefault(X.shape, []).append(i)
-        for members in by_shape.values():
+            by_stack.setdefault((X.shape, detectors[i].stack_signature()), []).append(i)
+        for members in by_stack.values():
             try:
                 fitted = cls._fit_stack([detectors[i] for i in members], [Xs[i] for i in members])
             except Exception as exc:  # noqa: BLE001 - every member of this stack failed with it
@@ -194,6 +220,18 @@ class StackedDeepDetector(StackedFit, Detector):
     def latent_size(self, d: int) -> int:
         return latent_size(self.latent_dim, d)
 
+    def member_values(self, name: str) -> list:
+        """The value of parameter ``name`` of every member of the stack being trained (in ``_train``;
+        this detector's own value outside a stack fit)."""
+        return [getattr(d, name) for d in getattr(self, "_stack_members", [self])]
+
+    def member_tensor(self, values, like: torch.Tensor, dims: int = 3) -> torch.Tensor:
+        """Per-member numbers as a (S, 1, ..., 1) tensor of ``dims`` dimensions with ``like``'s dtype
+        and device, to broadcast over a stack. Each value is rounded to the dtype once, as a Python
+        scalar is when it multiplies a tensor, so ``w * t`` equals ``value * t`` bit for bit."""
+        return torch.tensor([float(v) for v in values], dtype=like.dtype,
+                            device=like.device).view(-1, *([1] * (dims - 1)))
+
     # ---- fitting ------------------------------------------------------------------------------
     @classmethod
     def _fit_stack(cls, dets, Xs):
@@ -210,7 +248,11 @@ class StackedDeepDetector(StackedFit, Detector):
         nets = proto._build(shape, member_generators(seeds)).to(device)
         X = torch.from_numpy(np.stack(Xs)).to(device)  # (S, n, d)
         log = LossLog(len(dets), every=int(proto.log_every))
-        proto._train(nets, X, seeds, log)
+        proto._stack_members = list(dets)  # per-member parameters: ``member_values``
+        try:
+            proto._train(nets, X, seeds, log)
+        finally:
+            del proto._stack_members
         out = []
         for s, det in enumerate(dets):
             if log.diverged[s] is not None:

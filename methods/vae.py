@@ -47,6 +47,9 @@ class VAE(StackedDeepDetector):
     # The objective Adam minimises: if it never decreases the run is broken. (The KL term alone may
     # legitimately grow from ~0 as the encoder leaves the prior to encode information.)
     monitored_losses = ["loss"]
+    #: Settings of a lambda_ sweep train as one stack: the KL weight is a per-member (S,) vector.
+    member_params = ("lambda_",)
+    max_group_size = 25
 
     parameter_constraints = {**TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)],
                              "L": [Interval(int, 1, None)]}
@@ -59,13 +62,14 @@ class VAE(StackedDeepDetector):
     def _train(self, nets, X, seeds, log):
         E, G = nets["E"], nets["G"]
         k = nets["E"].fcmu.weight.shape[2]
+        lam = self.member_tensor(self.member_values("lambda_"), X, dims=1)  # (S,)
 
         def loss_terms(x, noise):  # x (S, b, d)
             mu, logvar = E(x)  # (S, b, k)
             z = mu + torch.exp(0.5 * logvar) * rows(noise["eps"], x.shape[1])  # (S, b, k)
             mse = squared_error(x, G(z)).mean(dim=1)  # (S,)
             kl = kl_to_standard_normal(mu, logvar).mean(dim=1)  # (S,)
-            loss = mse + self.lambda_ * kl
+            loss = mse + lam * kl
             return loss, {"loss": loss, "mse": mse, "kl": kl}
 
         self._descend(nets, X, seeds, log, loss_terms, noise={"eps": ("normal", k)})

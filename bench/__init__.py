@@ -3,6 +3,19 @@
 Definitions (methods, dataset catalogue, experiment configs) live outside this package; adding one
 never means editing anything here.
 """
+import os as _os
+
+#: Numerical code paths pinned before any BLAS call (set here, the first module any entry point
+#: imports, and again in methods/invariant.py). MKL's default mode picks kernels by the batch, the
+#: CPU and the memory alignment: on an AMD EPYC (AVX2) the weight-gradient product of a stack of
+#: networks rounded differently for members 1.. than in their solo fits (~10 % of layer shapes).
+#: MKL's Conditional Numerical Reproducibility mode (MKL_CBWR) fixes the code path, which makes those
+#: products independent of the batch; ATen's vectorised kernels are pinned to the same AVX2 width so
+#: that x86 machines with and without AVX-512 take the same paths. A value already set in the
+#: environment wins (the run record stores both).
+NUMERICS_ENV = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+for _name, _value in NUMERICS_ENV.items():
+    _os.environ.setdefault(_name, _value)
 
 
 class BenchError(Exception):

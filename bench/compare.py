@@ -53,8 +53,11 @@ class Published:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.csv") if (p.with_suffix(".toml")).is_file()
-                  and "method" in p.read_text(encoding="utf-8").splitlines()[0].split(","))
+    def comparable(csv: Path) -> bool:
+        header = set(csv.read_text(encoding="utf-8").splitlines()[0].split(","))
+        return csv.with_suffix(".toml").is_file() and {"method", "dataset"} <= header
+
+    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.csv") if comparable(p))
 
 
 def load_published(name: str = DEFAULT_PUBLISHED, folder: Path | None = None) -> Published:

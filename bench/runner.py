@@ -201,6 +201,10 @@ def environment() -> dict:
         commit = (commit + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
+    from bench import NUMERICS_ENV
+
+    for name in NUMERICS_ENV:  # the numerical code paths the run's kernels took
+        versions[name] = os.environ.get(name, "")
     return {"versions": versions, "git_commit": commit}
 
 

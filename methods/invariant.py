@@ -23,11 +23,18 @@ broadcast sums, and Adam on one flat buffer padded to a multiple of 64 elements 
 parameter ever sits in a tail, whatever a CPU's kernels do there. Other CPUs (another vendor's BLAS code path, other
 vector widths) may round other kernels differently: ``tests/test_invariance.py`` checks every deep
 method at the five datasets' shapes, stacks of 1 to 8, and is the test to run on a new machine.
+MKL (torch's BLAS on x86): in its default mode it chooses a batched product's kernel per batch,
+CPU and alignment, and on an AMD EPYC with AVX2 the weight-gradient product x^T g of a stack rounded
+differently for members 1.. than alone (about 10 % of layer shapes, every AE/VAE/GAN/adVAE on cardio
+and pendigits in tests/test_invariance.py). ``bench`` sets MKL_CBWR=AVX2 (Conditional Numerical
+Reproducibility: one fixed code path) and ATEN_CPU_CAPABILITY=avx2 before torch's first kernel runs,
+which makes those products batch-invariant; both are stored with every run.
 Threads: the runner gives each run one torch thread; with several, a kernel splits its range into
 per-thread chunks with their own tails, and invariance is not claimed.
 """
 from __future__ import annotations
 
+import bench  # noqa: F401  (pins MKL_CBWR / ATEN_CPU_CAPABILITY before torch's first kernel; see there)
 import torch
 
 #: The flat optimizer buffers are padded to a multiple of this many elements, so that the vectorised

@@ -35,30 +35,35 @@ from torch import nn
 
 from bench.registry import register
 from bench.telemetry import LossLog
-from methods.backbone import Discriminator, Generator
+from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
+from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from methods.invariant import StackAdam, sigmoid, softplus
-from methods.stacked import Feed, StackedDeepDetector, all_diverged, chunked, rows, store_params
+from methods.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
 
 _LOG4 = math.log(4.0)  # 2 log 2: loss_D of a discriminator that cannot tell data from generator
 
 
 @register("gan")
-class GAN(StackedDeepDetector):
+class GAN(StackedDiscriminatorScores, StackedDeepDetector):
     """GAN on adVAE's backbone (G = adVAE's generator, D = d -> h -> h -> 1 Sigmoid); score = -log D(x).
 
     Parameters: n_iter (20000 generator updates, one D update each), batch_size (128), lr (1e-3, Adam
     for both networks), latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when
     present), random_state (init, batch order, latent noise).
+    score: "paper" (-log D(x), the default), "two-sided", "snapshots" (over n_snapshots copies of D,
+    20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): methods/discriminator_scores.py.
     """
 
     # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
     version = "3"
 
     monitored_losses = ["divergence"]
+    parameter_constraints = {**TRAINING_CONSTRAINTS, **score_constraints(generative=True)}
 
     def __init__(self, n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
-                 random_state: int = 0):
+                 random_state: int = 0, score: str = "paper", n_snapshots: int = 20,
+                 latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01):
         store_params(self, locals())
 
     def _build(self, shape, gens):
@@ -74,6 +79,7 @@ class GAN(StackedDeepDetector):
         opt_d.attach()
         n_iter = int(self.n_iter)
         feed = Feed(X, int(self.batch_size), n_iter, seeds, noise={"z": ("normal", k)})
+        plan = self._snapshot_plan(n_iter)
         for it, (real, noise) in enumerate(feed):  # real (S, b, d)
             fake = G(rows(noise["z"], real.shape[1]))  # (S, b, d)
 
@@ -94,9 +100,10 @@ class GAN(StackedDeepDetector):
                        divergence=_LOG4 - loss_d.detach(),
                        D_real=sigmoid(logit_real.detach()).mean(1),
                        D_fake=sigmoid(logit_fake.detach()).mean(1))
+            self._snapshot(nets, it, plan)
             if all_diverged(log):
                 break
 
-    def _score(self, X):
-        D = self.networks_["D"]
-        return chunked(lambda x: softplus(-D(x.unsqueeze(0))[0].double()), X)  # -log D(x), (c,)
+    @staticmethod
+    def _paper_score(logit):
+        return softplus(-logit.double())  # -log D(x), (n,)

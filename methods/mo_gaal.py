@@ -101,6 +101,8 @@ from bench.params import Interval
 from bench.registry import register
 from bench.telemetry import LossLog
 from methods.backbone import TRAINING_CONSTRAINTS, member_generators, pick_device
+from methods.discriminator_scores import (ensemble, frozen_copy, reference, score_constraints,
+                                          snapshot_iterations, two_sided)
 
 #: Rows per chunk when scoring (D is tiny; this only bounds memory on very large inputs).
 _SCORE_CHUNK = 65536
@@ -163,6 +165,8 @@ class MOGAAL(Detector):
     batch_size: real rows per batch, capped at n (500). log_every: telemetry period in iterations (1:
     runs are only a few hundred iterations long). device: "auto" = GPU when present.
     random_state: seed of the weight init, noise and batch order.
+    score: "paper" (1 - D(x), the default), "two-sided" or "snapshots" (over n_snapshots copies of D,
+    20): methods/discriminator_scores.py.
     """
 
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
@@ -173,7 +177,8 @@ class MOGAAL(Detector):
         "epochs": [Interval(int, 1, None), None], "lr_d": TRAINING_CONSTRAINTS["lr"],
         "lr_g": TRAINING_CONSTRAINTS["lr"], "momentum": [Interval(float, 0, 1)],
         "decay": [Interval(float, 0, None)],
-        **{k: TRAINING_CONSTRAINTS[k] for k in ("batch_size", "log_every", "device", "random_state")}}
+        **{k: TRAINING_CONSTRAINTS[k] for k in ("batch_size", "log_every", "device", "random_state")},
+        **score_constraints(generative=False)}
 
     def _check_combinations(self):
         if self.epochs is None and self.stop_epochs < 1:
@@ -182,7 +187,7 @@ class MOGAAL(Detector):
     def __init__(self, k: int = 10, stop_epochs: int = 25, epochs: int | None = None,
                  lr_d: float = 0.01, lr_g: float = 1e-4, momentum: float = 0.9, decay: float = 1e-6,
                  batch_size: int = 500, log_every: int = 1, device: str = "auto",
-                 random_state: int = 0):
+                 random_state: int = 0, score: str = "paper", n_snapshots: int = 20):
         self.k = k
         self.stop_epochs = stop_epochs
         self.epochs = epochs
@@ -194,6 +199,8 @@ class MOGAAL(Detector):
         self.log_every = log_every
         self.device = device
         self.random_state = random_state
+        self.score = score
+        self.n_snapshots = n_snapshots
 
     def fit(self, X: np.ndarray) -> "MOGAAL":
         self.validate_params()
@@ -222,6 +229,9 @@ class MOGAAL(Detector):
         labels = torch.cat([torch.ones(B), torch.zeros(B)]).to(device)  # (2B,) real 1, generated 0
 
         log = LossLog(1, every=self.log_every)
+        plan = (snapshot_iterations(epochs * n_batches, self.n_snapshots)
+                if self.score == "snapshots" else set())
+        snapshots = []
         it = 0
         g_steps = 0
         for epoch in range(epochs):
@@ -266,6 +276,8 @@ class MOGAAL(Detector):
                 terms.update({f"loss_G{i}": loss_g[i].detach() for i in range(k)})
                 log.record(it, force=(epoch == epochs - 1 and b == n_batches - 1), **terms)
                 log.raise_if_diverged(0)
+                if it in plan:
+                    snapshots.append(frozen_copy(D).eval())
                 it += 1
 
         self.discriminator_ = D.eval()
@@ -274,16 +286,31 @@ class MOGAAL(Detector):
         self.n_iter_ = it
         self.generator_steps_ = g_steps
         self.history_ = log.history[0]
+        self.snapshots_ = snapshots
+        self._reference(X_all)
         return self
 
     @torch.no_grad()
+    def _reference(self, X: torch.Tensor) -> None:
+        """D's output distribution on the training rows, for the two-sided scores."""
+        if self.score == "two-sided":
+            self.reference_ = [reference(self._logits(self.discriminator_, X))]
+        elif self.score == "snapshots":
+            self.reference_ = [reference(self._logits(D, X)) for D in self.snapshots_]
+
+    @staticmethod
+    def _logits(D, X: torch.Tensor) -> torch.Tensor:
+        out = [D(X[i:i + _SCORE_CHUNK]).double().cpu() for i in range(0, len(X), _SCORE_CHUNK)]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    @torch.no_grad()
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        """OS(x) = 1 - D(x) = sigmoid(-logit) in float64; (n,), higher = more anomalous."""
+        """The paper's OS(x) = 1 - D(x) = sigmoid(-logit) in float64, or the ``score`` option; (n,),
+        higher = more anomalous."""
         X = np.asarray(X, dtype=np.float32)
-        dev = next(self.discriminator_.parameters()).device
-        out = []
-        for start in range(0, len(X), _SCORE_CHUNK):
-            x = torch.from_numpy(X[start:start + _SCORE_CHUNK]).to(dev)  # (c, d)
-            out.append(self.discriminator_(x).double().cpu())  # (c,) logits
-        logits = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-        return torch.sigmoid(-logits).numpy()
+        x = torch.from_numpy(X).to(next(self.discriminator_.parameters()).device)  # (n, d)
+        if self.score == "two-sided":
+            return two_sided(self._logits(self.discriminator_, x), self.reference_[0]).numpy()
+        if self.score == "snapshots":
+            return ensemble([self._logits(D, x) for D in self.snapshots_], self.reference_).numpy()
+        return torch.sigmoid(-self._logits(self.discriminator_, x)).numpy()

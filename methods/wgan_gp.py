@@ -38,8 +38,9 @@ from bench.registry import register
 from bench.telemetry import LossLog
 from bench.params import Interval
 from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
+from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from methods.invariant import StackAdam
-from methods.stacked import Feed, StackedDeepDetector, all_diverged, chunked, rows, store_params
+from methods.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
 
 #: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
 _NORM_EPS = 1e-12
@@ -61,13 +62,16 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, u: torch.Te
 
 
 @register("wgan-gp")
-class WGANGP(StackedDeepDetector):
+class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
     """WGAN-GP on adVAE's backbone (critic d -> h -> h -> 1, no output activations, gradient penalty 10,
     5 critic steps per generator step); score = -f(x).
 
     Parameters: n_iter (20000 generator updates), n_critic (5 critic updates per generator update),
     gp_weight (10), batch_size (128), lr (1e-3), beta1 (0.5), beta2 (0.9) (Adam, both networks),
     latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when present), random_state.
+    score: "paper" (-f(x), the default), "two-sided", "snapshots" (over n_snapshots copies of the
+    critic, 20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01):
+    methods/discriminator_scores.py.
     """
 
     # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
@@ -77,12 +81,14 @@ class WGANGP(StackedDeepDetector):
     parameter_constraints = {**TRAINING_CONSTRAINTS, "n_critic": [Interval(int, 1, None)],
                              "gp_weight": [Interval(float, 0, None)],
                              "beta1": [Interval(float, 0, 1, closed="left")],
-                             "beta2": [Interval(float, 0, 1, closed="left")]}
+                             "beta2": [Interval(float, 0, 1, closed="left")],
+                             **score_constraints(generative=True)}
 
     def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
                  batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
-                 random_state: int = 0):
+                 random_state: int = 0, score: str = "paper", n_snapshots: int = 20,
+                 latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01):
         store_params(self, locals())
 
     def _build(self, shape, gens):
@@ -99,6 +105,7 @@ class WGANGP(StackedDeepDetector):
         opt_g.attach()
         opt_f.attach()
         n_iter = int(self.n_iter)
+        plan = self._snapshot_plan(n_iter)
         # One feed step per critic update: its real batch, the generator's latents z and the
         # interpolation weights u; the last critic step of an iteration also gives the generator
         # update its own latents z_G (batch_size rows).
@@ -126,9 +133,10 @@ class WGANGP(StackedDeepDetector):
             opt_g.step()
 
             log.record(it, force=it == n_iter - 1, loss_G=loss_g.detach(), **sums)
+            self._snapshot(nets, it, plan)
             if all_diverged(log):
                 break
 
-    def _score(self, X):
-        f = self.networks_["D"]
-        return chunked(lambda x: -f(x.unsqueeze(0))[0].double(), X)  # (c,)
+    @staticmethod
+    def _paper_score(out):
+        return -out.double()  # -f(x), (n,)

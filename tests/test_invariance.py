@@ -18,7 +18,8 @@ SHAPES = {"letter": (1200, 32, 11), "cardio": (1324, 21, 7), "satellite": (3945,
           "optdigits": (4053, 64, 16), "pendigits": (5371, 16, 5)}
 #: every deep method that trains seed stacks (mo-gaal fits one run at a time: max_group_size 1)
 STACKED = ["ae", "vae", "gan", "wgan-gp", "dagmm", "advae", "e-advae", "g-advae",
-           "advae[gradients=autograd]"]
+           "advae[gradients=autograd]", "gan[score=snapshots,n_snapshots=3]",
+           "wgan-gp[score=snapshots,n_snapshots=3]"]
 N_ITER = 6  # iterations 1, 3 and 5 are short last batches
 
 

@@ -145,6 +145,20 @@ def _quiet(*names: str, level=logging.CRITICAL):
             lg.setLevel(lv)
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Processes started within inherit SIGINT ignored (and Python then installs no KeyboardInterrupt
+    handler in them), like the pool's workers; the driver's own handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 async def _probe(address: str, timeout: float) -> None:
     """Connect to ``address`` and ask who it is: a Dask scheduler, or an exception saying why not."""
     from distributed.core import rpc
@@ -203,9 +217,16 @@ class DaskExecutor(Executor):
                                                  set_as_default=False)
             else:
                 n = max(1, int(self.workers or os.cpu_count() or 1))
-                self.cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                        dashboard_address=None,
-                                                        silence_logs=logging.ERROR)
+                # Dask's statistical profiler samples every thread's stack every 10 ms: CPU and GIL
+                # taken from the training loop (about 10% of a quick WGAN-GP group here). Set for the
+                # driver's lifetime, so workers the nannies restart inherit it too.
+                import dask
+
+                dask.config.set({"distributed.worker.profile.enabled": False})
+                with _sigint_ignored():  # Ctrl-C is the driver's to handle: it closes the cluster
+                    self.cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1,
+                                                            processes=True, dashboard_address=None,
+                                                            silence_logs=logging.ERROR)
                 self.client = distributed.Client(self.cluster, set_as_default=False)
         workers = self.client.scheduler_info().get("workers", {})
         self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))

@@ -312,11 +312,12 @@ def stored_timings(store: Store, out_dir) -> dict[str, float]:
 
 def cost_units(group: list[Run], ds: data.Dataset) -> float:
     """The method's declared ``cost`` (per iteration, relative to AE) x rows x ``n_iter`` x fitted
-    members; 0 for a method that declares no cost (classical methods: quick, so they go last)."""
-    cost = getattr(_detector_class(group[0]), "cost", None)
+    members. A method with ``n_iter`` that declares no cost is taken as AE-like (1); one with neither
+    is 0 (the classical methods: quick, so they go last)."""
+    n_iter = group[0].params.get("n_iter")
+    cost = getattr(_detector_class(group[0]), "cost", None) or (1.0 if n_iter is not None else 0.0)
     if not cost:
         return 0.0
-    n_iter = group[0].params.get("n_iter", 1)
     n_iter = n_iter if isinstance(n_iter, (int, float)) and n_iter > 0 else 1
     fitted = 1 if _shares_fit(group[0]) else len(group)
     return float(cost) * len(ds.y) * float(n_iter) * fitted

@@ -286,6 +286,23 @@ def test_longest_first_from_declared_costs_then_from_stored_timings(costed):
     assert est[("test-cheap", "pendigits")] == pytest.approx(6870.0)  # 1 unit = 1 s, from test-dear
 
 
+def test_an_iterative_method_without_a_declared_cost_counts_as_ae(costed):
+    class Iterative(Detector):
+        def __init__(self, n_iter=40, random_state=0):
+            self.n_iter, self.random_state = n_iter, random_state
+
+    registry.register("test-iter")(Iterative)
+    try:
+        groups, ds = _groups(["test-iter", "test-free"])
+        (g_iter,), (g_free,) = [g for g in groups if g[0].spec == "test-iter"], \
+            [g for g in groups if g[0].spec == "test-free"]
+        rows = len(ds[runner._data_ref(g_iter[0])].y)
+        assert runner.cost_units(g_iter, ds[runner._data_ref(g_iter[0])]) == 1.0 * rows * 40
+        assert runner.cost_units(g_free, ds[runner._data_ref(g_free[0])]) == 0.0
+    finally:
+        registry._REGISTRY.pop("test-iter", None)
+
+
 def test_timings_come_from_the_store_and_executions_jsonl(tmp_path):
     from _stores import record
 
@@ -303,3 +320,28 @@ def test_timings_come_from_the_store_and_executions_jsonl(tmp_path):
         assert runner.stored_timings(store, tmp_path) == {sig: 5.0}
     finally:
         store.close()
+
+
+# --- the driver's fate: SIGTERM and Ctrl-C stop a LocalCluster's workers ----------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_of_a_dask_run_leaves_no_worker(tmp_path, sig):
+    from test_processes import alive, gone_within, start, wait_for_workers
+
+    proc, pids = start(tmp_path, extra=["--executor", "dask"])
+    try:
+        workers = wait_for_workers(pids, 2)
+        assert proc.pid not in workers and all(alive(p) for p in workers)
+        if sig == signal.SIGINT:  # Ctrl-C in a terminal: the whole process group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+        assert gone_within(workers, 30), f"workers {[p for p in workers if alive(p)]} outlived the run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert "finished runs are stored" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err

@@ -56,7 +56,8 @@ def start(tmp_path: Path, methods="test-sleep", seeds="0-1", workers="2", out="o
            "--methods", methods, "--datasets", "letter", "--seeds", seeds, "--workers", workers,
            "--out", str(tmp_path / out), "--no-report", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TEST_PID_DIR": str(pids)}, start_new_session=True)
+                            env={**os.environ, "TEST_PID_DIR": str(pids)},
+                            start_new_session=bool(extra))  # own group: tests/test_dask.py sends Ctrl-C to it
     return proc, pids
 
 

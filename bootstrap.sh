@@ -12,7 +12,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,dask]"
 if ! command -v chromium >/dev/null 2>&1; then
   echo "note: chromium is not installed, so tests/test_html.py (index.html in a headless browser) will be" \
        "skipped; install it with: apt-get install chromium (.ci/run does)" >&2

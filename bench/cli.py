@@ -140,6 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
     r.add_argument("--data-dir", help="directory holding the .mat files")
     r.add_argument("--workers", type=_workers, help="worker processes, >= 1 (default: one per core)")
+    r.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="where groups run: local worker processes (default) or a Dask cluster")
+    r.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: an existing cluster's "
+                   "scheduler, e.g. tcp://host:8786 (default: a LocalCluster of --workers processes)")
     r.add_argument("--force", action="store_true", help="recompute runs already stored")
     r.add_argument("--quick", action="store_true",
                    help="small iteration budgets and the first seed only (a few minutes)")
@@ -205,7 +209,7 @@ def _load_plugins(a) -> None:
 
 
 def _cmd_run(a) -> int:
-    from bench import config, outputs, runner
+    from bench import config, executors, outputs, runner
 
     base = config.load(a.config)
     protocol = a.protocol
@@ -221,12 +225,18 @@ def _cmd_run(a) -> int:
             + ("-quick" if a.quick else ""))
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
     workers = a.workers or os.cpu_count() or 1
+    executor = executors.make(a.executor, workers, a.scheduler)
     print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
           f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
           f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
     try:
         with runner.sigterm_as_interrupt():
-            counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick)
+            try:
+                executor.start()  # a scheduler that does not answer: one error line, before any work
+                counts = runner.run_experiment(exp, out, a.data_dir, workers, a.force, a.quick,
+                                               executor=executor)
+            finally:
+                executor.close()
     except KeyboardInterrupt as exc:
         if (out / "runs.sqlite").is_file():
             outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
@@ -238,6 +248,8 @@ def _cmd_run(a) -> int:
     # The summary is this invocation's: failures an earlier run left in the store are not repeated.
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
+    if counts["total"] > counts["skipped"]:
+        print(runner.utilisation_line(counts["utilisation"]), file=sys.stderr)
     for line in outputs.summary_lines(out, counts["keys"])[1:]:
         print(line, file=sys.stderr)
     if not a.no_report:

@@ -33,15 +33,12 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from multiprocessing import get_context
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench import WorkError, data, registry
+from bench import data, registry
 from bench.config import Experiment
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
@@ -135,36 +132,6 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _worker_init(parent_pid: int) -> None:
-    """Run in each worker process as it starts. Ctrl-C is the parent's to handle (it stops the workers);
-    and a worker whose parent is gone, even by SIGKILL (which nothing can catch), exits within a
-    second instead of computing on for nobody."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _stop_workers(pool: ProcessPoolExecutor, futures) -> None:
-    """Cancel what has not started and end the worker processes now: ``shutdown`` alone would wait
-    for the groups in flight to finish (minutes of training nobody will store)."""
-    for f in futures:
-        f.cancel()
-    # no public way to end the workers before Python 3.14 (terminate_workers): the private map
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-
-
 def make_groups(runs: list[Run]) -> list[list[Run]]:
     buckets: dict[tuple, list[Run]] = {}
     for r in runs:
@@ -202,10 +169,8 @@ def _shares_fit(run: Run) -> bool:
             and not getattr(_detector_class(run), "member_params", ()))
 
 
-def _instantiate(run: Run):
-    params = run.params
-    cls = _detector_class(run)
-    return cls(**params)
+def _instantiate(run: Run, cls: type | None = None):
+    return (cls or _detector_class(run))(**run.params)
 
 
 def environment() -> dict:
@@ -239,18 +204,21 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: dict) -> list[dict]:
+def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: dict, ds=None,
+                  cls: type | None = None) -> list[dict]:
     """Fit a group and score its members. Never raises for a method's failure: every member comes
-    back as a record with a status."""
+    back as a record with a status. ``ds``: the dataset (else loaded from ``data_dir``); ``cls``: the
+    method's class (else looked up in the registry)."""
     import torch
 
     torch.set_num_threads(1)  # determinism and fair timing: one thread per run
-    ds = data.load(group[0].source or group[0].dataset, data_dir, group[0].label_col)
+    if ds is None:
+        ds = data.load(group[0].source or group[0].dataset, data_dir, group[0].label_col)
     splits = [make_split(ds, r.protocol, r.seed) for r in group]
     fit_members = group[:1] if _shares_fit(group[0]) else group
     t0 = time.perf_counter()
     try:
-        dets = [_instantiate(r) for r in fit_members]
+        dets = [_instantiate(r, cls) for r in fit_members]
         fitted = type(dets[0]).fit_group(dets, [s.X_train for s in splits[:len(fit_members)]])
         if len(fitted) != len(fit_members):
             raise RuntimeError(f"fit_group returned {len(fitted)} items for {len(fit_members)} runs")
@@ -305,11 +273,162 @@ def _judge(tr, te, split, policy, alpha, family=None) -> dict:
     return {"status": "ok", "threshold": thr, **evaluate(split.y_test, te, thr)}
 
 
+# ---------------------------------------------------------------------------------------------
+# Tasks, longest-first order, and the driver
+
+
+@dataclass
+class Task:
+    """One group of runs as an executor receives it: everything the group needs travels with it."""
+    index: int  # position in the order of execution
+    group: list[Run]
+    dataset: data.Dataset  # the arrays (small), so a remote worker needs no shared file system
+    cls: type | None = None  # the method's class, for workers without this registry (Dask)
+    estimate: float | None = None  # expected seconds (stored timings or the calibrated cost model)
+    units: float = 0.0  # cost model: declared ``cost`` x rows x n_iter x fitted members
+    meta: dict = field(default_factory=dict)
+
+
+def run_task(task: Task, policy: str, alpha: float, env: dict) -> dict:
+    """Execute one task in a worker (or in the driver). Every executor runs it the same way: one BLAS
+    thread (threadpoolctl) and one torch thread (execute_group), so scores do not depend on where it ran;
+    parallelism comes from running several tasks at once."""
+    import socket
+
+    from threadpoolctl import threadpool_limits
+
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    t0, c0 = time.perf_counter(), time.process_time()
+    with threadpool_limits(limits=1):
+        records = execute_group(task.group, policy, alpha, None, env, ds=task.dataset, cls=task.cls)
+    return {"records": records, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "started_at": started,
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+EXECUTIONS = "executions.jsonl"  # per-group timings, appended by the driver; read back for ordering only
+
+
+def _signature(method, spec, params_json, dataset, protocol) -> str:
+    p = json.loads(params_json) if isinstance(params_json, str) else dict(params_json or {})
+    p.pop("random_state", None)
+    return json.dumps([method, spec, json.dumps(p, sort_keys=True), dataset, protocol])
+
+
+def stored_timings(store: Store, out_dir) -> dict[str, float]:
+    """Seconds per run of each group signature (a group's runs without their seed) from earlier runs:
+    the store's fit + score seconds of its ok runs, overridden by the newest wall time a group of that
+    signature took in ``executions.jsonl``. Used to order groups, never for results."""
+    known: dict[str, list[float]] = {}
+    df = store.frame()
+    for row in df[df.status == "ok"].itertuples():
+        if row.fit_seconds is None or row.fit_seconds != row.fit_seconds:
+            continue
+        score = row.score_seconds if row.score_seconds == row.score_seconds and row.score_seconds else 0.0
+        sig = _signature(row.method, row.spec, row.params, row.dataset, row.protocol)
+        known.setdefault(sig, []).append(float(row.fit_seconds) + float(score))  # fit: per member
+    timings = {sig: float(np.median(v)) for sig, v in known.items()}
+    path = Path(out_dir) / EXECUTIONS
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                timings[e["signature"]] = float(e["seconds"]) / max(1, int(e["runs"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line (the driver was killed mid-write): skip it
+    return timings
+
+
+def cost_units(group: list[Run], ds: data.Dataset) -> float:
+    """The method's declared ``cost`` (per iteration, relative to AE) x rows x ``n_iter`` x fitted
+    members. A method with ``n_iter`` that declares no cost is taken as AE-like (1); one with neither
+    is 0 (the classical methods: quick, so they go last)."""
+    n_iter = group[0].params.get("n_iter")
+    cost = getattr(_detector_class(group[0]), "cost", None) or (1.0 if n_iter is not None else 0.0)
+    if not cost:
+        return 0.0
+    n_iter = n_iter if isinstance(n_iter, (int, float)) and n_iter > 0 else 1
+    fitted = 1 if _shares_fit(group[0]) else len(group)
+    return float(cost) * len(ds.y) * float(n_iter) * fitted
+
+
+def longest_first(groups: list[list[Run]], datasets: dict, timings: dict[str, float]) -> list[Task]:
+    """Tasks ordered longest first, so no long group starts last and keeps one core busy alone at the
+    end. A group's length: its signature's stored seconds per run x its runs where known; else its
+    cost units, converted to seconds by the median seconds per unit of the groups known both ways
+    (without any such group, cost-model groups come before timed ones). Ties keep config order."""
+    rows = []
+    for i, g in enumerate(groups):
+        ds = datasets[_data_ref(g[0])]
+        sig = _signature(g[0].method, g[0].spec, g[0].params_json, g[0].dataset, g[0].protocol)
+        known = timings.get(sig)
+        rows.append((i, g, ds, known * len(g) if known is not None else None, cost_units(g, ds)))
+    ratios = [sec / units for _, _, _, sec, units in rows if sec is not None and units > 0]
+    scale = float(np.median(ratios)) if ratios else None
+
+    def key(row):
+        i, _, _, sec, units = row
+        if sec is not None:
+            return (0 if scale is not None else 1, -sec, i)
+        if units > 0:
+            return (0, -units * (scale if scale is not None else 1.0), i)
+        return (2, 0.0, i)
+
+    ordered = sorted(rows, key=key)
+    tasks = []
+    for n, (i, g, ds, sec, units) in enumerate(ordered):
+        est = sec if sec is not None else (units * scale if scale is not None and units > 0 else None)
+        tasks.append(Task(n, g, ds, estimate=est, units=units))
+    return tasks
+
+
+def _data_ref(run: Run) -> tuple:
+    return (run.source or run.dataset, run.label_col)
+
+
+class ExecutionLog:
+    """Appends one JSON line per finished group to ``executions.jsonl``: where and how long it ran."""
+
+    def __init__(self, out_dir, executor: str):
+        self.path = Path(out_dir) / EXECUTIONS
+        self.invocation = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.executor = executor
+
+    def append(self, task: Task, result: dict) -> None:
+        g = task.group
+        recs = result["records"]
+        line = {"invocation": self.invocation, "executor": self.executor,
+                "signature": _signature(g[0].method, g[0].spec, g[0].params_json, g[0].dataset,
+                                        g[0].protocol),
+                "spec": g[0].spec, "dataset": g[0].dataset, "protocol": g[0].protocol,
+                "seeds": [r.seed for r in g], "runs": len(g), "order": task.index,
+                "estimate_seconds": task.estimate, "cost_units": task.units,
+                "started_at": result["started_at"], "seconds": round(result["seconds"], 4),
+                "cpu_seconds": round(result["cpu_seconds"], 4), "worker": result["worker"],
+                "devices": sorted({str(r.get("device")) for r in recs}),
+                "statuses": sorted({r["status"] for r in recs})}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+def _machine_busy() -> tuple | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    t = psutil.cpu_times()
+    return (sum(t) - t.idle - getattr(t, "iowait", 0.0), sum(t))
+
+
 def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, force: bool = False,
-                   quick: bool = False, progress: bool = True) -> dict:
+                   quick: bool = False, progress: bool = True, executor=None) -> dict:
     """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts by status of the
-    runs computed now, ``total`` and ``skipped`` (already stored ok), and ``keys``: every run of ``exp``."""
+    runs computed now, ``total`` and ``skipped`` (already stored ok), ``keys``: every run of ``exp``,
+    and ``utilisation``. ``executor`` (bench/executors.py, started by the caller or here; the caller
+    closes it): default, ``workers`` local processes (one: in this process)."""
     from tqdm import tqdm
+
+    from bench import executors
 
     runs = expand(exp, data_dir, quick)
     store = Store(out_dir)
@@ -318,45 +437,63 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     except BaseException:
         store.close()
         raise
-    done = set() if force else store.ok_keys()
-    pending = [r for r in runs if r.key not in done]
-    groups = make_groups(pending)
-    env = environment()
-    counts = {"total": len(runs), "skipped": len(runs) - len(pending), "ok": 0, "failed": 0,
-              "degenerate": 0, "keys": [r.key for r in runs]}
-    bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
-               desc=f"{exp.name}", file=sys.stderr)
-
-    def save(records):
-        for rec in records:
-            store.put(rec)
-            counts[rec["status"]] += 1
-            bar.update(1)
-        bar.set_postfix_str(f"{records[-1]['spec']} / {records[-1]['dataset']}", refresh=False)
-
+    own = executor is None
+    executor = executors.local_executor(workers) if own else executor
+    bar = None
     try:
-        if workers <= 1:
-            for g in groups:
-                save(execute_group(g, exp.threshold, exp.alpha, data_dir, env))
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                       initializer=_worker_init, initargs=(os.getpid(),))
-            futures = [pool.submit(execute_group, g, exp.threshold, exp.alpha, data_dir, env)
-                       for g in groups]
-            try:
-                for fut in as_completed(futures):
-                    save(fut.result())
-            except BrokenProcessPool as exc:
-                _stop_workers(pool, futures)
-                raise WorkError("a worker process died (killed from outside, e.g. by the out-of-memory "
-                                "killer); finished runs are stored, run the same command again to "
-                                "resume") from exc
-            except BaseException:  # interrupt, SIGTERM, a failing store: the workers stop now
-                _stop_workers(pool, futures)
-                raise
-            pool.shutdown(wait=True)
+        done = set() if force else store.ok_keys()
+        pending = [r for r in runs if r.key not in done]
+        groups = make_groups(pending)
+        datasets = {ref: data.load(ref[0], data_dir, ref[1]) for ref in {_data_ref(r) for r in pending}}
+        tasks = longest_first(groups, datasets, stored_timings(store, out_dir))
+        if getattr(executor, "remote", False):
+            for t in tasks:  # a remote worker has no --plugin registry: the class travels with the task
+                t.cls = _detector_class(t.group[0])
+                executors.pickle_by_value(t.cls)
+        env = environment()
+        counts = {"total": len(runs), "skipped": len(runs) - len(pending), "ok": 0, "failed": 0,
+                  "degenerate": 0, "keys": [r.key for r in runs]}
+        bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
+                   desc=f"{exp.name}", file=sys.stderr)
+        executor.start()
+        log = ExecutionLog(out_dir, executor.describe())
+        cpu = [0.0]
+
+        def on_result(task: Task, result: dict) -> None:
+            records = result["records"]
+            for rec in records:  # the driver alone writes the store, as results arrive
+                store.put(rec)
+                counts[rec["status"]] += 1
+                bar.update(1)
+            bar.set_postfix_str(f"{records[-1]['spec']} / {records[-1]['dataset']}", refresh=False)
+            cpu[0] += result["cpu_seconds"]
+            log.append(task, result)
+
+        busy0, t0 = _machine_busy(), time.perf_counter()
+        executor.run(run_task, tasks, (exp.threshold, exp.alpha, env), on_result)
+        wall = time.perf_counter() - t0
+        busy1 = _machine_busy()
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         store.close()
         lock.release()
+        if own:
+            executor.close()
+    cores = executor.cores()
+    counts["utilisation"] = {
+        "cpu_seconds": cpu[0], "wall_seconds": wall, "cores": cores, "executor": executor.describe(),
+        "share": cpu[0] / (cores * wall) if wall > 0 else 0.0,
+        "machine_busy": ((busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy0 and busy1
+                         and busy1[1] > busy0[1] and executor.on_this_machine else None)}
     return counts
+
+
+def utilisation_line(u: dict) -> str:
+    """``cpu utilisation: 87% of 2 cores over 123 s wall (...)``: the groups' CPU time (user + system,
+    measured around each group in its worker) over cores x wall time of the execution."""
+    line = (f"cpu utilisation: {100 * u['share']:.0f}% of {u['cores']} cores over {u['wall_seconds']:.0f} s "
+            f"wall ({u['cpu_seconds']:.0f} s of CPU in the groups; {u['executor']}")
+    if u.get("machine_busy") is not None:
+        line += f"; this machine was {100 * u['machine_busy']:.0f}% busy in all, other work included"
+    return line + ")"

@@ -47,16 +47,17 @@ DRIVER = textwrap.dedent(f"""
 """)
 
 
-def start(tmp_path: Path, methods="test-sleep", seeds="0-1", workers="2", out="out"):
+def start(tmp_path: Path, methods="test-sleep", seeds="0-1", workers="2", out="out", extra=()):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     pids = tmp_path / "pids"
     pids.mkdir(exist_ok=True)
     cmd = [sys.executable, str(driver), "run", "--config", str(REPO_ROOT / "configs" / "classical.toml"),
            "--methods", methods, "--datasets", "letter", "--seeds", seeds, "--workers", workers,
-           "--out", str(tmp_path / out), "--no-report"]
+           "--out", str(tmp_path / out), "--no-report", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TEST_PID_DIR": str(pids)})
+                            env={**os.environ, "TEST_PID_DIR": str(pids)},
+                            start_new_session=bool(extra))  # own group: tests/test_dask.py sends Ctrl-C to it
     return proc, pids
 
 

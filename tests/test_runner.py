@@ -63,6 +63,9 @@ def test_failures_are_isolated_and_recorded(tmp_path, fakes):
     exp = _exp(["test-raise", "test-nan", "test-const", "test-ok"])
     counts = runner.run_experiment(exp, tmp_path, workers=1, progress=False)
     assert len(counts.pop("keys")) == 8
+    use = counts.pop("utilisation")  # the groups' CPU over cores x wall time (bench/runner.py)
+    assert use["cores"] == 1 and use["wall_seconds"] > 0 and 0 <= use["cpu_seconds"]
+    assert use["executor"] == "serial"
     assert counts == {"total": 8, "skipped": 0, "ok": 2, "failed": 4, "degenerate": 2}
     df = Store(tmp_path).frame().set_index(["spec", "seed"])
     assert df.loc[("test-raise", 0), "status"] == "failed"

@@ -275,3 +275,56 @@ def test_dagmm_scores_stay_finite_on_a_dataset_with_a_constant_feature(planted):
     zeros = np.zeros((200, 8))  # every row the zero vector: ||x|| = 0 in both z_r features
     det0 = make("dagmm", n_iter=30).fit(zeros)
     assert np.isfinite(det0.anomaly_score(zeros)).all() and np.isfinite(det0.anomaly_score(X_test)).all()
+
+
+def _composed_mixture_terms(z, gamma, eps):
+    phi, mu, sigma = mixture_from_memberships(z, gamma)
+    e = energy(z, phi, mu, guarded_cholesky(sigma, eps)).mean(dim=1)
+    return e, (1.0 / (sigma.diagonal(dim1=-2, dim2=-1) + eps)).sum(dim=(-2, -1))
+
+
+@pytest.mark.parametrize("case", ["plain", "constant feature", "near-empty component"])
+def test_dagmm_fused_mixture_node_matches_the_composed_helpers(case):
+    """MixtureEnergy (one autograd node, hand-written backward) against the composed helpers under
+    autograd, float64: values and both gradients, also on the guard's fallback paths."""
+    from methods.dagmm import MixtureEnergy
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 40, 5, dtype=torch.float64, generator=gen)
+    logits = torch.randn(3, 40, 4, dtype=torch.float64, generator=gen)
+    if case == "constant feature":
+        z[1, :, 2] = 0.3  # Sigma singular: the jitter path
+    if case == "near-empty component":
+        logits[2, :, 1] = -30.0
+    g_e, g_c = torch.randn(3, dtype=torch.float64, generator=gen), torch.randn(3, dtype=torch.float64, generator=gen)
+    results = []
+    for fn in (lambda a, b: _composed_mixture_terms(a, b, 1e-6), lambda a, b: MixtureEnergy.apply(a, b, 1e-6, 1e-6)):
+        zz, ll = z.clone().requires_grad_(), logits.clone().requires_grad_()
+        e, c = fn(zz, torch.softmax(ll, -1))
+        (g_e * e + g_c * c).sum().backward()
+        results.append((e.detach(), c.detach(), zz.grad, ll.grad))
+    for want, got in zip(*results):
+        assert torch.isfinite(got).all()
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-9, atol=1e-12 * float(want.abs().max()))
+
+
+def test_dagmm_fused_compression_node_matches_compression_features():
+    from methods.dagmm import CompressionFeatures
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 20, 6, dtype=torch.float64, generator=gen)
+    x_r = torch.rand(3, 20, 6, dtype=torch.float64, generator=gen)
+    x_r[0, 0] = 0.0  # zero reconstruction (norm floor)
+    x_r[1, 1] = x[1, 1]  # perfect reconstruction (distance floor)
+    z_c = torch.randn(3, 20, 2, dtype=torch.float64, generator=gen)
+    g = torch.randn(3, 20, 4, dtype=torch.float64, generator=gen)
+    grads = []
+    for fn in (compression_features, CompressionFeatures.apply):
+        a, b = x_r.clone().requires_grad_(), z_c.clone().requires_grad_()
+        out = fn(x, a, b)
+        assert torch.equal(out.detach(), compression_features(x, x_r, z_c))  # the same forward, bit for bit
+        (out * g).sum().backward()
+        grads.append((a.grad, b.grad))
+    (ref_r, ref_c), (got_r, got_c) = grads
+    assert torch.equal(got_c, ref_c)
+    np.testing.assert_allclose(got_r.numpy(), ref_r.numpy(), rtol=1e-9, atol=1e-12 * float(ref_r.abs().max()))

@@ -67,16 +67,15 @@ def test_member_of_any_stack_is_its_solo_fit(spec, dataset):
 
 
 # ---- through the runner: what is stored for a seed does not depend on what else was asked ---------
-@pytest.fixture
-def synthetic_catalogue(monkeypatch):
-    """The five datasets' shapes as synthetic data sets ``synth-<name>`` (paper protocol: the first n
-    rows train, the 40 after them test, half of those anomalies)."""
+def install_synthetic_catalogue(monkeypatch, names=tuple(SHAPES)) -> dict:
+    """The datasets' shapes as synthetic data sets ``synth-<name>`` (paper protocol: the first n rows
+    train, the 40 after them test, half of those anomalies), served by ``bench.data.load``."""
     import hashlib
 
     from bench import data
 
     made = {}
-    for name in SHAPES:
+    for name in names:
         X_train, X_test, _ = synthetic(name)
         X = np.vstack([X_train, X_test])
         y = np.r_[np.zeros(len(X_train), int), np.zeros(20, int), np.ones(20, int)]
@@ -87,6 +86,11 @@ def synthetic_catalogue(monkeypatch):
     monkeypatch.setattr(data, "load", lambda name, data_dir=None, label_col=None:
                         made.get(name) or real_load(name, data_dir, label_col))
     return made
+
+
+@pytest.fixture
+def synthetic_catalogue(monkeypatch):
+    return install_synthetic_catalogue(monkeypatch)
 
 
 def test_stored_seed_is_the_full_block_result_whatever_was_asked(tmp_path, synthetic_catalogue):

@@ -12,7 +12,7 @@ from bench.config import Experiment, Override
 from bench.data import REPO_ROOT
 from bench.store import Store
 from methods.advae import AdVAE
-from tests.test_invariance import SHAPES, fitted_state, synthetic
+from tests.test_invariance import SHAPES, fitted_state, install_synthetic_catalogue, synthetic
 
 torch.set_num_threads(1)
 
@@ -164,22 +164,7 @@ def test_sensitivity_grid_forms_few_groups_and_the_family_shares_one():
 
 @pytest.fixture
 def synth(monkeypatch):
-    import hashlib
-
-    from bench import data
-
-    made = {}
-    for name in ("cardio", "pendigits"):
-        X_train, X_test, _ = synthetic(name)
-        X = np.vstack([X_train, X_test])
-        y = np.r_[np.zeros(len(X_train), int), np.zeros(20, int), np.ones(20, int)]
-        made[f"synth-{name}"] = data.Dataset(f"synth-{name}", X, y,
-                                             hashlib.sha256(X.tobytes()).hexdigest(),
-                                             {"paper_split": {"kind": "tail-test", "n_test": 40}})
-    real_load = data.load
-    monkeypatch.setattr(data, "load", lambda name, data_dir=None, label_col=None:
-                        made.get(name) or real_load(name, data_dir, label_col))
-    return made
+    return install_synthetic_catalogue(monkeypatch, ("cardio", "pendigits"))
 
 
 def test_sweep_through_the_runner_stores_what_one_spec_at_a_time_stores(tmp_path, synth):

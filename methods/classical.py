@@ -132,6 +132,7 @@ class _PyODAdapter(Detector):
 @register("gmm")
 class GMM(_PyODAdapter):
     """Gaussian mixture model; score = negative log-likelihood."""
+    version = "3"  # 3: one BLAS thread per run (issue 11 executors): last-bit changes seen in the full run
 
     _pyod = "gmm.GMM"
     parameter_constraints = {
@@ -162,6 +163,7 @@ class KDE(_PyODAdapter):
 @register("lof")
 class LOF(_PyODAdapter):
     """Local Outlier Factor (novelty mode: test rows are scored against the training rows)."""
+    version = "3"  # 3: one BLAS thread per run (issue 11 executors): last-bit changes seen in the full run
 
     _pyod = "lof.LOF"
     parameter_constraints = {"n_neighbors": POSITIVE_INT, "novelty": [bool]}
@@ -206,6 +208,7 @@ class IForest(_PyODAdapter):
 @register("abod")
 class ABOD(_PyODAdapter):
     """Angle-Based Outlier Detection (fast variant on the k nearest neighbours)."""
+    version = "3"  # 3: one BLAS thread per run (issue 11 executors): last-bit changes seen in the full run
 
     _pyod = "abod.ABOD"
     parameter_constraints = {"n_neighbors": POSITIVE_INT, "method": [Options("fast", "default")]}
@@ -264,6 +267,7 @@ class SOD(Detector):
     below ``alpha`` times the mean variance, divided by the number of such attributes (square root).
     Defaults as PyOD's: n_neighbors=20, ref_set=10, alpha=0.8.
     """
+    version = "3"  # 3: one BLAS thread per run (issue 11 executors): last-bit changes seen in the full run
 
     parameter_constraints = {"n_neighbors": [Interval(int, 2, None)], "ref_set": POSITIVE_INT,
                              "alpha": [Interval(float, 0, 1, closed="right")], "chunk_rows": POSITIVE_INT}

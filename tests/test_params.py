@@ -47,6 +47,10 @@ def test_every_parameter_of_every_method_is_declared_and_its_default_accepted(na
     ("advae[n_iter=-5]", "method spec 'advae[n_iter=-5]': n_iter must be an int >= 1, got -5"),
     ("sod[ref_set=30]", "ref_set (30) must be below n_neighbors (20)"),
     ("advae[transformer=false]", "generator_hinge=True needs transformer=True"),
+    ("gan[score=bogus]", "score must be one of 'paper', 'two-sided', 'snapshots', 'anogan', got 'bogus'"),
+    ("mo-gaal[score=anogan]", "score must be one of 'paper', 'two-sided', 'snapshots', got 'anogan'"),
+    ("wgan-gp[n_snapshots=0]", "n_snapshots must be an int >= 1, got 0"),
+    ("gan[fm_weight=2]", "fm_weight must be a number in [0, 1], got 2"),
 ])
 def test_a_rejected_parameter_is_bad_input_before_any_fit(tmp_path, capsys, spec, message):
     """Checked for every spec before the first fit: a good spec listed first is not run either."""
@@ -55,6 +59,7 @@ def test_a_rejected_parameter_is_bad_input_before_any_fit(tmp_path, capsys, spec
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (out / "runs.sqlite").exists()
     assert not (out / "runs.sqlite").exists()  # nothing ran, nothing was stored
 
 

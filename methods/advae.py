@@ -365,7 +365,7 @@ class AdVAE(StackedDeepDetector):
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, L: int = 1000, transformer: bool = True,
                  encoder_hinge: bool = True, generator_hinge: bool = True, log_every: int = 100,
-                 score_budget_mb: float = 256, device: str = "auto", gradients: str = "auto",
+                 score_budget_mb: float = 16, device: str = "auto", gradients: str = "auto",
                  random_state: int = 0):
         store_params(self, locals())
 

@@ -28,8 +28,11 @@ from torch import nn
 from methods.invariant import linear, sigmoid, softplus  # noqa: F401
 from bench.params import RANDOM_STATE, Check, Interval
 
-#: Memory budget for the (rows x L samples x features) tensors of L-sample scoring.
-DEFAULT_SCORE_BUDGET_BYTES = 256 * 2**20
+#: Memory budget for the (rows x L samples x features) tensors of L-sample scoring. 16 MiB rather than
+#: more: the chunks' tensors then stay near the CPU's caches, and scoring runs 2-3x faster than with
+#: 256 MiB (issue 11: 3.75 s -> 1.44 s of CPU for 2000 rows at optdigits' shape), with scores
+#: bit-identical to 256 MiB chunks at the five datasets' shapes (the products' rows are unchanged).
+DEFAULT_SCORE_BUDGET_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)

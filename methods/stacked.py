@@ -165,7 +165,7 @@ def chunked(fn, X: torch.Tensor, chunk: int = SCORE_CHUNK) -> torch.Tensor:
 
 
 def l_sample_scores(encoder: Encoder, generator: Generator, X, L: int = 1000, seed: int = 0,
-                    budget_mb: float = 256) -> np.ndarray:
+                    budget_mb: float = 16) -> np.ndarray:
     """The anomaly score of adVAE and VAE (adVAE paper Section 3.4) of each row of X (n, d) with S = 1
     networks: the squared error of the mean of L reconstructions G(mu + sigma eps_l), summed over
     features. The L standard-normal draws eps (L, k) come from ``seed`` alone (SCORE_SALT) and are

@@ -164,7 +164,8 @@ def time_method(method: str, X_train, X_test, params: dict, S: int, n_iter: int,
         def one(k):
             return lambda: _fit(cls, _detectors(method, params, S, k, gradients), X_train, S)
         flops = count_flops(one(2)) - count_flops(one(1))
-    return {"method": method, "gradients": gradients if method in ADVAE_FAMILY else "autograd",
+    label = gradients if method in ADVAE_FAMILY else getattr(cls, "gradient_path", "autograd")
+    return {"method": method, "gradients": label,
             "d": X_train.shape[1], "group_size": S, "n_iter": n_iter,
             "ms_per_iteration": 1e3 * wall / n_iter, "cpu_ms_per_iteration": 1e3 * cpu / n_iter,
             "cpu_ms_per_member": 1e3 * cpu / n_iter / S, "gflop_per_iteration": flops / 1e9,

@@ -12,12 +12,12 @@ from sklearn.metrics import roc_auc_score
 
 from bench.base import TrainingDiverged
 from bench.registry import build, entry
-from methods.backbone import (Discriminator, Shape, StackedLinear, member_generators, sigmoid,
+from methods.backbone import (Discriminator, Generator, Shape, StackedLinear, member_generators, sigmoid,
                               softplus)
 from methods.dagmm import (compression_features, energy, guarded_cholesky,
                            mixture_from_memberships)
 from methods.vae import kl_to_standard_normal
-from methods.wgan_gp import gradient_penalty
+from methods.wgan_gp import _layers, critic_step, generator_step, gradient_penalty
 
 torch.set_num_threads(1)
 
@@ -223,6 +223,47 @@ def test_gradient_penalty_is_nonzero_and_trains_the_critic(corner):
     assert all(torch.isfinite(gr).all() and gr.abs().max() > 0 for gr in grads)
     det = make("wgan-gp", n_iter=20, log_every=1).fit(X)
     assert (np.array(det.history_["gp"]) > 0).all()  # computed every critic step during training
+
+
+@pytest.mark.parametrize("d,k,S,b", [(21, 7, 3, 128), (64, 16, 2, 44), (2, 1, 2, 5), (3, 1, 1, 7)])
+def test_wgan_gp_hand_gradients_equal_autograd(d, k, S, b):
+    """critic_step and generator_step (the training path) give autograd's losses and gradients, in
+    float64: the critic's through the penalty's double backward, the generator's through the critic.
+    Shapes of cardio, optdigits with a short batch, and 1-wide layers (h = 1, k = 1)."""
+    with torch.random.fork_rng():
+        torch.set_default_dtype(torch.float64)
+        try:
+            gens = member_generators(list(range(S)))
+            f = Discriminator(Shape(d, k), gens, sigmoid=False)
+            G = Generator(Shape(d, k), gens, sigmoid=False)
+            g = torch.Generator().manual_seed(d)
+            real = torch.rand(S, b, d, generator=g)
+            z = torch.randn(S, b, k, generator=g)
+            u = torch.rand(S, b, 1, generator=g)
+            with torch.no_grad():
+                fake = G(z)
+            gp, _ = gradient_penalty(f, real, fake, u)
+            loss = -(f(real).mean(1) - f(fake).mean(1)) + 10.0 * gp
+            expected = torch.autograd.grad(loss.sum(), list(f.parameters()))
+            got = [torch.full_like(p, float("nan")) for p in f.parameters()]  # every slot is written
+            with torch.no_grad():
+                loss_h, _, gp_h = critic_step(_layers(f), real, fake, u, 10.0, got)
+            torch.testing.assert_close(loss_h, loss.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(gp_h, gp.detach(), rtol=1e-12, atol=1e-12)
+            assert gp_h.min() > 1e-6
+            for name, a, e in zip(["W1", "b1", "W2", "b2", "w3", "b3"], got, expected):
+                torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12, msg=f"critic {name}")
+            loss_g = -f(G(z)).mean(1)
+            expected = torch.autograd.grad(loss_g.sum(), list(G.parameters()))
+            got = [torch.full_like(p, float("nan")) for p in G.parameters()]
+            with torch.no_grad():
+                loss_gh = generator_step(_layers(G), _layers(f), z, got)
+            torch.testing.assert_close(loss_gh, loss_g.detach(), rtol=1e-12, atol=1e-12)
+            for a, e in zip(got, expected):
+                torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+                assert a.abs().max() > 0 or d < 4  # (one hidden unit can be dead on every row)
+        finally:
+            torch.set_default_dtype(torch.float32)
 
 
 # ---- DAGMM ---------------------------------------------------------------------------------------

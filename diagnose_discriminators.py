@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.txt").write_text(
         "DIAGNOSTIC output of diagnose_discriminators.py (issue 12). Uses TEST LABELS. Nothing in the "
-        "suite reads it; nothing was chosen from it.\n")
+        "suite reads it; nothing was chosen from it.\n"
+        f"Method versions: gan {GAN.version}, wgan-gp {WGANGP.version}, mo-gaal {MOGAAL.version}.\n")
     for method in a.methods.split(","):
         for dataset in a.datasets.split(","):
             t0 = time.time()

@@ -14,9 +14,11 @@ still stored as its own run. A method that declares ``member_params`` (parameter
 member, e.g. adVAE's weights, margins and hinge switches) has its runs grouped by its class, dataset,
 protocol and the other parameters instead: the settings of a sweep, and variants registered under other
 names on the same class (advae, g-advae), share a group. A group larger than the method's
-``max_group_size`` is split into near-equal parts. Groups are a function of the grid alone, never of
-the worker count. Each group runs with one torch thread;
-parallelism comes from worker processes.
+``max_group_size`` is split into near-equal parts. When that leaves fewer groups than the executor
+has slots (a one-dataset sweep on a 2-core laptop: one stack of 25), the largest groups are halved
+until every slot has one, so no core idles; otherwise groups are a function of the grid alone. The
+results never depend on the grouping. Each group runs with one torch thread; parallelism comes from
+worker processes.
 """
 from __future__ import annotations
 
@@ -132,7 +134,9 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def make_groups(runs: list[Run]) -> list[list[Run]]:
+def make_groups(runs: list[Run], slots: int = 1) -> list[list[Run]]:
+    """The runs as groups for ``fit_group`` (see the module docstring); with ``slots`` > 1, a grid
+    of fewer groups than slots has its largest groups halved until each slot has one."""
     buckets: dict[tuple, list[Run]] = {}
     for r in runs:
         buckets.setdefault(r.group_key(), []).append(r)
@@ -142,6 +146,20 @@ def make_groups(runs: list[Run]) -> list[list[Run]]:
         if _shares_fit(members[0]):
             size = len(members)  # deterministic method on a seed-free split: one fit serves all
         groups += split_evenly(members, size)
+    return fill_slots(groups, slots)
+
+
+def fill_slots(groups: list[list[Run]], slots: int) -> list[list[Run]]:
+    """Halve the largest group (the first of equal ones; never one whose fit serves every seed) while
+    there are fewer groups than ``slots``: the halves run at once on two workers, each member still
+    exactly as it would train alone."""
+    groups = list(groups)
+    while len(groups) < slots:
+        splittable = [i for i, g in enumerate(groups) if len(g) > 1 and not _shares_fit(g[0])]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda j: (len(groups[j]), -j))
+        groups[i:i + 1] = split_evenly(groups[i], -(-len(groups[i]) // 2))
     return groups
 
 
@@ -443,7 +461,8 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     try:
         done = set() if force else store.ok_keys()
         pending = [r for r in runs if r.key not in done]
-        groups = make_groups(pending)
+        executor.start()  # (a Dask cluster's slot count is known once connected)
+        groups = make_groups(pending, executor.slots)
         datasets = {ref: data.load(ref[0], data_dir, ref[1]) for ref in {_data_ref(r) for r in pending}}
         tasks = longest_first(groups, datasets, stored_timings(store, out_dir))
         if getattr(executor, "remote", False):
@@ -455,7 +474,6 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
                   "degenerate": 0, "keys": [r.key for r in runs]}
         bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
                    desc=f"{exp.name}", file=sys.stderr)
-        executor.start()
         log = ExecutionLog(out_dir, executor.describe())
         cpu = [0.0]
 

@@ -195,3 +195,43 @@ def test_sweep_through_the_runner_stores_what_one_spec_at_a_time_stores(tmp_path
     assert set(together) == set(apart) and len(together) == len(specs) * 2 * 3
     for key, (spec, dataset, seed, _, scores) in together.items():
         np.testing.assert_array_equal(scores, apart[key][4], err_msg=f"{spec} {dataset} {seed}")
+
+
+def test_fewer_groups_than_slots_are_halved_until_every_slot_has_one():
+    exp = Experiment(name="t", protocol="paper", seeds=(0, 1, 2, 3, 4), threshold="kde", alpha=0.1,
+                     datasets=("cardio",), methods=tuple(f"advae[m_x={v}]" for v in (0.5, 1, 1.5, 2, 2.5)))
+    runs = runner.expand(exp)
+    assert [len(g) for g in runner.make_groups(runs)] == [25]
+    assert [len(g) for g in runner.make_groups(runs, slots=2)] == [13, 12]
+    assert [len(g) for g in runner.make_groups(runs, slots=4)] == [7, 6, 6, 6]
+    halves = runner.make_groups(runs, slots=2)
+    assert sum(halves, []) == runs  # the same runs, in order
+    one = [r for r in runs if r.spec == "advae[m_x=2.5]"]
+    assert [len(g) for g in runner.make_groups(one, slots=2)] == [3, 2]
+    assert [len(g) for g in runner.make_groups(one[:1], slots=2)] == [1]
+    # enough groups already: untouched; a fit that serves every seed is never split
+    assert [len(g) for g in runner.make_groups(runs, slots=1)] == [25]
+    pca = runner.expand(Experiment(name="t", protocol="paper", seeds=(0, 1, 2), threshold="kde",
+                                   alpha=0.1, datasets=("cardio",), methods=("pca",)))
+    assert [len(g) for g in runner.make_groups(pca, slots=2)] == [3]
+
+
+@pytest.mark.integration
+def test_a_group_halved_over_two_workers_stores_what_one_worker_stores(tmp_path):
+    from bench.executors import local_executor
+
+    exp = Experiment(name="t", protocol="paper", seeds=(0, 1, 2, 3), threshold="kde", alpha=0.1,
+                     datasets=("letter",), methods=("advae[n_iter=12,L=8]",))
+    runner.run_experiment(exp, tmp_path / "one", workers=1, progress=False)
+    runner.run_experiment(exp, tmp_path / "two", progress=False, executor=local_executor(2))
+    frames = []
+    for d in ("one", "two"):
+        store = Store(tmp_path / d)
+        frames.append(store.frame(with_blobs=True).sort_values("key").reset_index(drop=True))
+        store.close()
+    one, two = frames
+    assert list(one.group_size) == [4] * 4 and sorted(two.group_size) == [2] * 4
+    assert list(one.key) == list(two.key) and set(two.status) == {"ok"}
+    for a, b in zip(one.itertuples(), two.itertuples()):
+        np.testing.assert_array_equal(a.train_scores, b.train_scores)
+        np.testing.assert_array_equal(a.test_scores, b.test_scores)

@@ -19,7 +19,9 @@ import numpy as np
 from bench import BenchError, datafile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CATALOGUE = REPO_ROOT / "datasets" / "catalogue.toml"
+DATASETS_DIR = REPO_ROOT / "datasets"
+#: Named collections (``--datasets paper``), each with its catalogue file (datasets/collections.toml).
+COLLECTIONS = DATASETS_DIR / "collections.toml"
 DATA_ENV = "ADVAE_BENCH_DATA"
 CHECKPOINTS_ENV = "ADVAE_BENCH_CHECKPOINTS"
 #: The command-line flag that goes with each environment variable, for not-found messages.
@@ -66,17 +68,79 @@ def check_ref(ref: str) -> None:
 
 
 @functools.cache
+def collections() -> dict[str, dict]:
+    """``{collection: {"description", "catalogue", "members": [dataset names], "absent": {name: why}}}``,
+    from datasets/collections.toml and the catalogue file each collection names."""
+    try:
+        with open(COLLECTIONS, "rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BenchError(f"cannot read the dataset collections {COLLECTIONS} ({exc})") from None
+    out = {}
+    for cname, spec in raw.items():
+        path = DATASETS_DIR / spec["catalogue"]
+        try:
+            with open(path, "rb") as fh:
+                tables = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise BenchError(f"cannot read the catalogue {path} of collection {cname!r} ({exc})") from None
+        out[cname] = {**spec, "members": list(tables), "tables": tables,
+                      "absent": dict(spec.get("absent", {}))}
+    return out
+
+
+@functools.cache
 def catalogue() -> dict[str, dict]:
-    with open(CATALOGUE, "rb") as fh:
-        return tomllib.load(fh)
+    """Every catalogued dataset, ``{name: its table}``, over all collections (names are unique)."""
+    cat: dict[str, dict] = {}
+    for cname, col in collections().items():
+        for name, meta in col["tables"].items():
+            if name in cat or name in collections():
+                raise BenchError(f"dataset name {name!r} of collection {cname!r} is taken twice "
+                                 "(dataset and collection names are unique)")
+            cat[name] = {**meta, "collection": cname}
+    return cat
+
+
+def absent() -> dict[str, tuple[str, str]]:
+    """Datasets a collection names but the repository does not hold: ``{name: (collection, why)}``.
+    A name is matched with or without its collection's number prefix (``36_speech`` or ``speech``)."""
+    out = {}
+    for cname, col in collections().items():
+        for name, what in col["absent"].items():
+            out[name] = out[name.split("_", 1)[-1]] = (cname, what)
+    return out
+
+
+def expand(refs) -> list[str]:
+    """Dataset references with every collection name replaced by its members (in catalogue order);
+    a dataset named twice is kept once, at its first place."""
+    out: list[str] = []
+    for ref in refs:
+        out += collections()[ref]["members"] if isinstance(ref, str) and ref in collections() else [ref]
+    return list(dict.fromkeys(out))
+
+
+def default_datasets() -> list[str]:
+    """The datasets of an experiment that names none: the first collection of datasets/collections.toml."""
+    return list(next(iter(collections().values()))["members"])
 
 
 def info(name: str) -> dict:
     cat = catalogue()
     if name not in cat:
-        close = difflib.get_close_matches(name, list(cat), n=3, cutoff=0.5)
+        gone = absent().get(name)
+        if gone:
+            cname, what = gone
+            raise BenchError(f"dataset {name!r} ({what}) is one of {cname}'s datasets the repository does "
+                             f"not hold (its file was not available to copy, see "
+                             f"datasets/data/{cname}/SOURCES.md); to run it, download it yourself and "
+                             "pass the file as your own dataset: --datasets path/to/file.npz")
+        close = difflib.get_close_matches(name, [*cat, *collections()], n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise BenchError(f"unknown dataset {name!r}.{hint} Known: {', '.join(sorted(cat))}")
+        sizes = ", ".join(f"{c} ({len(col['members'])})" for c, col in collections().items())
+        raise BenchError(f"unknown dataset {name!r}.{hint} Collections: {sizes}; "
+                         "`python run_bench.py list` names every dataset")
     return cat[name]
 
 
@@ -126,9 +190,14 @@ def _load_verified(path: Path, name: str) -> Dataset:
         raise BenchError(f"dataset {name!r}: {path} has sha256 {digest}, expected {meta['sha256']}. "
                          f"The file is corrupt or a different dataset; fetch it again from: {meta['source']}")
     try:
-        mat = scipy.io.loadmat(path)
-        X = np.asarray(mat["X"], dtype=np.float64)  # letter and satellite are uint8 on disk
-        y = np.asarray(mat["y"]).reshape(-1).astype(np.int64)  # y is a column vector
+        if path.suffix.lower() == ".npz":  # ADBench's files: arrays X and y, no pickled objects
+            with np.load(path, allow_pickle=False) as arrays:
+                raw_X, raw_y = arrays["X"], arrays["y"]
+        else:
+            raw = scipy.io.loadmat(path)
+            raw_X, raw_y = raw["X"], raw["y"]
+        X = np.asarray(raw_X, dtype=np.float64)  # letter and satellite are uint8 on disk, cover int16
+        y = np.asarray(raw_y).reshape(-1).astype(np.int64)  # a .mat file's y is a column vector
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
         raise BenchError(f"dataset {name!r}: cannot read {path} ({exc})") from exc
     expect = (meta["rows"], meta["features"])

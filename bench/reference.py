@@ -52,7 +52,7 @@ def run_reference(out_dir, load: Loader, data_dir=None, checkpoints_dir=None, L:
     if int(L) < 1:
         raise BenchError(f"--L must be >= 1 (latent samples per scored row), got {L}")
     rows = []
-    for name in datasets or list(data.catalogue()):
+    for name in datasets or data.default_datasets():
         ds = data.load(name, data_dir)
         split = make_split(ds, "paper", seed)
         enc_path, dec_path = checkpoint_paths(name, checkpoints_dir)

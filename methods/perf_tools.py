@@ -188,7 +188,7 @@ def run_perf(datasets=None, methods=DEEP_METHODS, n_iter: int = 200, L: int = 10
         raise BenchError(f"--methods takes deep methods among {', '.join(DEEP_METHODS)}; got "
                          f"{', '.join(unknown) or 'nothing'}")
     exp = config.load(PAPER_CONFIG)
-    names = list(datasets or data.catalogue())
+    names = list(datasets or data.default_datasets())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core, as the runner gives each run
     rows = []

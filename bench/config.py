@@ -4,7 +4,7 @@
     seeds = [0, 1, 2, 3, 4]
     threshold = "kde"                  # threshold policy (bench.thresholds)
     alpha = 0.1
-    datasets = ["letter", "cardio"]    # catalogue names, or files of your own ("data/mine.csv")
+    datasets = ["letter", "cardio"]    # catalogue names, collections ("paper", "adbench") or own files
     label_col = "target"               # label column of own .csv files (default: y or label)
     methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
 
@@ -19,6 +19,7 @@
     values = [0.5, 1.0, 1.5, 2.0, 2.5]
 
     contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
+    time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
 
 Precedence of a parameter: method default < override < value written in the spec string.
 
@@ -49,7 +50,7 @@ from bench.thresholds import POLICIES
 MAX_SEEDS = 1000
 
 _KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
-         "override", "sweep", "contamination", "label_col"}
+         "override", "sweep", "contamination", "label_col", "time_limit"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Experiment:
             return [self.protocol]
         return [protocol_name(self.protocol, r) for r in self.contamination]
     label_col: str | None = None  # label column of own .csv datasets (None: y or label)
+    time_limit: float | None = None  # seconds per run (fit + scoring); None: no limit
 
     @property
     def dataset_names(self) -> tuple[str, ...]:
@@ -119,7 +121,7 @@ class Experiment:
         return out
 
     def restrict(self, methods=None, datasets=None, seeds=None, protocol=None, sweeps=None,
-                 contamination=None, label_col=None) -> "Experiment":
+                 contamination=None, label_col=None, time_limit=None) -> "Experiment":
         """The experiment with command-line choices applied. Sweeps given here replace the config's
         and add their specs to ``methods`` (to the config's methods unless ``methods`` is given)."""
         base_methods = tuple(methods) if methods is not None else self.methods
@@ -129,13 +131,14 @@ class Experiment:
             base_methods = tuple(dict.fromkeys([*keep, *(s for sw in sweeps for s in sw.specs())]))
         exp = replace(self,
                       methods=base_methods,
-                      datasets=tuple(datasets) if datasets is not None else self.datasets,
+                      datasets=tuple(data.expand(datasets)) if datasets is not None else self.datasets,
                       seeds=_unique(seeds) if seeds is not None else self.seeds,
                       protocol=protocol or self.protocol,
                       sweeps=tuple(sweeps) if sweeps else self.sweeps,
                       contamination=tuple(contamination) if contamination is not None
                       else self.contamination,
-                      label_col=label_col if label_col is not None else self.label_col)
+                      label_col=label_col if label_col is not None else self.label_col,
+                      time_limit=time_limit if time_limit is not None else self.time_limit)
         exp.validate()
         return exp
 
@@ -153,6 +156,10 @@ class Experiment:
         if self.threshold not in POLICIES:
             raise BenchError(f"{where}: unknown threshold policy {self.threshold!r}; choose one of "
                              f"{', '.join(POLICIES)}")
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float))
+                                                 and not isinstance(self.time_limit, bool)
+                                                 and 0 < self.time_limit < 10**7):
+            raise BenchError(f"{where}: time_limit must be a number of seconds > 0, got {self.time_limit!r}")
         if not 0 < self.alpha < 1:
             raise BenchError(f"{where}: alpha must be in (0, 1), got {self.alpha}")
         if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
@@ -174,6 +181,11 @@ class Experiment:
             raise BenchError(f"{where}: the paper protocol is the authors' fixed split of the five catalogued "
                              f"datasets; {own[0]} has none. Use --protocol resample (the default for your "
                              "own data)")
+        unsplit = [d for d in self.datasets if not data.is_own(d) and "paper_split" not in data.info(d)]
+        if unsplit and base == "paper":
+            raise BenchError(f"{where}: the paper protocol is the authors' fixed split of the paper's five "
+                             f"datasets; {unsplit[0]} has none ({len(unsplit)} such). Use --protocol "
+                             "adbench (ADBench's own split) or resample")
         if self.label_col is not None and not any(d.lower().endswith(".csv") for d in self.datasets):
             raise BenchError(f"{where}: a label column ({self.label_col!r}) is given but no dataset is a .csv "
                              "file")
@@ -244,7 +256,8 @@ def load(path: str | Path) -> Experiment:
                 not isinstance(ov.get("params"), dict):
             raise BenchError(f"{where}: override #{i + 1} needs methods, datasets and a params table")
         overrides.append(Override(tuple(_as_list(ov.get("methods", []), "override methods", where)),
-                                  tuple(_as_list(ov.get("datasets", []), "override datasets", where)),
+                                  tuple(data.expand(_as_list(ov.get("datasets", []), "override datasets",
+                                                             where))),
                                   dict(ov["params"])))
     sweeps = []
     for i, sw in enumerate(raw.get("sweep", [])):
@@ -265,7 +278,8 @@ def load(path: str | Path) -> Experiment:
             seeds=_unique(_as_list(raw.get("seeds", [0]), "seeds", where)),
             threshold=str(raw.get("threshold", "kde")),
             alpha=float(raw.get("alpha", 0.1)),
-            datasets=tuple(_as_list(raw.get("datasets", list(data.catalogue())), "datasets", where)),
+            datasets=tuple(data.expand(_as_list(raw.get("datasets", data.default_datasets()),
+                                                "datasets", where))),
             methods=tuple(methods),
             overrides=tuple(overrides),
             path=str(path),
@@ -273,6 +287,7 @@ def load(path: str | Path) -> Experiment:
             contamination=tuple(float(r) for r in _as_list(raw.get("contamination", []),
                                                             "contamination", where)),
             label_col=None if raw.get("label_col") is None else str(raw["label_col"]),
+            time_limit=raw.get("time_limit"),
         )
     except (TypeError, ValueError) as exc:
         raise BenchError(f"{where}: {exc}") from exc

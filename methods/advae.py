@@ -4,7 +4,7 @@ Wang et al., "adVAE: A self-adversarial variational autoencoder with Gaussian an
 for anomaly detection", Knowledge-Based Systems 190 (2020) 105187, arXiv 1903.00904. The reading of
 the paper followed here, term by term, is ../shared/docs/advae-spec.md.
 
-Networks (methods/backbone.py; h = d // 2, k = latent size):
+Networks (methods/backbone.py; h = min(d // 2, 64), k = latent size):
   encoder E               x (d) -> (mu, logvar) (k each)
   generator G             z (k) -> x_r (d), Sigmoid output (inputs are MinMax-scaled)
   Gaussian transformer T  cat(mu, logvar) (2k) -> 2k, Sigmoid, 2k -> 2k, Sigmoid -> (mu_T, logvar_T)
@@ -332,7 +332,7 @@ class AdVAE(StackedDeepDetector):
     """adVAE (Wang et al., KBS 2020): self-adversarial VAE with a Gaussian anomaly prior.
 
     Parameters (paper values as defaults; configs/paper.toml sets the per-dataset ones of Table 2):
-    latent_dim (k; None -> max(1, round(d / 3))), lambda_ (weight of KL(mu, logvar) in L_E and of L_T in
+    latent_dim (k; None -> min(max(1, round(d / 3)), 32)), lambda_ (weight of KL(mu, logvar) in L_E and of L_T in
     step 1; 0.01), gamma (weight of the encoder-discrimination terms; 0.001), m_x (margin of the
     generator hinge; 2), m_z (margin of the KL hinges; 40), n_iter (Algorithm 1 iterations; 20000),
     batch_size (128), lr (both Adam optimizers; 1e-3), L (latent samples per scored row; 1000),

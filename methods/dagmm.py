@@ -296,7 +296,7 @@ class DAGMM(StackedDeepDetector):
 
     Parameters: n_gmm (4 components), est_hidden (10), dropout (0.5), lambda_energy (0.1),
     lambda_cov_diag (0.005), cov_eps (1e-6, jitter added to every covariance), n_iter (20000),
-    batch_size (128), lr (1e-3, Adam), latent_dim (None -> about d / 3), log_every, device ("auto" = GPU
+    batch_size (128), lr (1e-3, Adam), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU
     when present), random_state (init, batch order, dropout masks).
     """
 

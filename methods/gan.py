@@ -48,7 +48,7 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
     """GAN on adVAE's backbone (G = adVAE's generator, D = d -> h -> h -> 1 Sigmoid); score = -log D(x).
 
     Parameters: n_iter (20000 generator updates, one D update each), batch_size (128), lr (1e-3, Adam
-    for both networks), latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when
+    for both networks), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU when
     present), random_state (init, batch order, latent noise).
     score: "paper" (-log D(x), the default), "two-sided", "snapshots" (over n_snapshots copies of D,
     20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): methods/discriminator_scores.py.

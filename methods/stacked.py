@@ -201,6 +201,9 @@ class StackedDeepDetector(StackedFit, Detector):
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
+    #: The rule that sizes the networks for d features, shown by `list METHOD` (methods/backbone.py).
+    sizing = ("hidden h = min(d // 2, 64), latent k = latent_dim or min(round(d / 3), 32): the authors' "
+              "sizes up to d = 97, PyOD's AutoEncoder/DeepSVDD widths [64, 32] beyond")
     parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}
 
     # ---- subclass hooks ---------------------------------------------------------------------

@@ -36,7 +36,7 @@ class VAE(StackedDeepDetector):
     reconstructions, as adVAE.
 
     Parameters: lambda_ (KL weight, adVAE's per-dataset lambda; 0.01), n_iter (20000), batch_size (128),
-    lr (1e-3, Adam), latent_dim (None -> about d / 3), L (1000 latent samples per scored row),
+    lr (1e-3, Adam), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), L (1000 latent samples per scored row),
     log_every, device ("auto" = GPU when present), random_state (init, batch order, noise, score eps).
     """
 

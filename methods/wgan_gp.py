@@ -183,7 +183,7 @@ class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
 
     Parameters: n_iter (20000 generator updates), n_critic (5 critic updates per generator update),
     gp_weight (10), batch_size (128), lr (1e-3), beta1 (0.5), beta2 (0.9) (Adam, both networks),
-    latent_dim (None -> about d / 3), log_every, device ("auto" = GPU when present), random_state.
+    latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU when present), random_state.
     score: "paper" (-f(x), the default), "two-sided", "snapshots" (over n_snapshots copies of the
     critic, 20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01):
     methods/discriminator_scores.py.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import io
 import pkgutil
 import warnings
@@ -74,11 +75,17 @@ class PyODDetector(Detector):
         self.params = params
         self.random_state = random_state  # passed on only if the PyOD class takes one
 
-    def _make(self):
+    def _make(self, n_features: int | None = None):
+        """PyOD's detector with this spec's parameters, ``random_state`` (where the class takes one and
+        the spec does not set it) and, for classes that need the data's width at construction (PyOD 2's
+        DeepSVDD: ``n_features``), ``n_features`` (1 before the data is known)."""
         cls = pyod_class(self.detector)
         params = dict(self.params or {})
-        if "random_state" in cls().get_params() and "random_state" not in params:
+        takes = inspect.signature(cls.__init__).parameters
+        if "random_state" in takes and "random_state" not in params:
             params["random_state"] = self.random_state
+        if "n_features" in takes and "n_features" not in params:
+            params["n_features"] = 1 if n_features is None else int(n_features)
         return cls(**params)
 
     @classmethod
@@ -93,7 +100,8 @@ class PyODDetector(Detector):
         return det
 
     def fit(self, X):
-        self.model_ = self._make().fit(np.asarray(X, dtype=float))
+        X = np.asarray(X, dtype=float)
+        self.model_ = self._make(X.shape[1] if X.ndim == 2 else None).fit(X)
         return self
 
     def anomaly_score(self, X):

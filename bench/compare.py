@@ -77,7 +77,25 @@ def load_published(name: str = DEFAULT_PUBLISHED, folder: Path | None = None) ->
     unknown = [m for m in meta.get("metrics", []) if m not in values.columns]
     if unknown:
         raise BenchError(f"{toml}: metrics {', '.join(unknown)} have no column in {csv.name}")
+    # A table printed under other names: [methods] and [datasets] map them to our specs and names.
+    values = values.assign(
+        method=values.method.map(lambda m: meta.get("methods", {}).get(m, m)),
+        dataset=values.dataset.map(lambda d: meta.get("datasets", {}).get(d, d)))
     return Published(name, values, meta)
+
+
+def agreement(cmp: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per method and metric: cells compared, cells whose |mean - published| <= ``tolerance``, and
+    the largest |difference| (the reproduction count of a published table that states a tolerance)."""
+    ok = cmp.dropna(subset=["diff"])
+    rows = []
+    for (method, metric), sub in ok.groupby(["method", "metric"], sort=False):
+        d = sub["diff"].abs()
+        rows.append({"method": method, "metric": metric, "cells": len(sub),
+                     "agree": int((d <= tolerance + 1e-12).sum()), "max_abs_diff": float(d.max()),
+                     "published_within_seeds": int((sub.place == "within").sum())})
+    return pd.DataFrame(rows, columns=["method", "metric", "cells", "agree", "max_abs_diff",
+                                       "published_within_seeds"])
 
 
 def _match_specs(runs: pd.DataFrame, method: str) -> tuple[str | None, str]:
@@ -173,6 +191,13 @@ def markdown(cmp: pd.DataFrame, pub: Published, context: str = "", missing=()) -
            "place: where the published value falls among our seeds (min and max rounded to the "
            "printed decimals)." + (f" {context}." if context else ""), ""]
     out += [f"- {line}" for line in summary_lines(cmp)]
+    tol = pub.meta.get("tolerance")
+    if tol is not None:
+        agree = agreement(cmp, float(tol))
+        agree = agree.assign(max_abs_diff=agree.max_abs_diff.map(lambda v: f"{v:.4f}"))
+        out += ["", f"Agreement: cells whose |our mean - published| <= {tol} (published_within_seeds: "
+                "cells whose published value lies within our seeds' range).", "",
+                markdown_table(agree).rstrip()]
     if missing:
         out += ["", "Published methods without runs in this store: " + ", ".join(missing) + "."]
     for metric in dict.fromkeys(cmp.metric):
@@ -247,6 +272,44 @@ def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
     return path
 
 
+#: With more datasets than this, a metric's figure is a heat map of ours - published (one panel per
+#: dataset would not fit a page).
+MAX_PANELS = 8
+
+
+def heatmap(cmp: pd.DataFrame, metric: str, path: Path, context: str = "", tolerance=None) -> Path:
+    """Methods x datasets, colour = our mean - published (red: ours lower, blue: ours higher), on a
+    symmetric scale of at least +-0.05; cells within ``tolerance`` are marked with a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = cmp[cmp.metric == metric]
+    grid = sub.pivot_table(index="method", columns="dataset", values="diff", sort=False)
+    grid = grid.reindex(index=list(dict.fromkeys(sub.method)), columns=list(dict.fromkeys(sub.dataset)))
+    span = max(0.05, float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any()
+               else 0.05)
+    fig, ax = plt.subplots(figsize=(0.26 * grid.shape[1] + 2.8, 0.3 * grid.shape[0] + 2.2))
+    im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+    if tolerance is not None:
+        yy, xx = np.nonzero(np.abs(grid.to_numpy(dtype=float)) <= float(tolerance) + 1e-12)
+        ax.scatter(xx, yy, s=6, color="black", label=f"|diff| <= {tolerance}")
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.32), fontsize=7, frameon=False)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(
+        f"our mean - published {METRIC_NAMES.get(metric, metric)}", fontsize=8)
+    ax.set_title(f"{METRIC_NAMES.get(metric, metric)}: ours minus published (grey: no cell)"
+                 + (f"\n{context}" if context else ""), fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
 def run(runs: pd.DataFrame, pub: Published, out_dir, context: str = "") -> tuple[pd.DataFrame,
                                                                                    list[Path]]:
     """Compare and write ``compare-<name>.csv``, ``compare-<name>.md`` and
@@ -270,7 +333,14 @@ def run(runs: pd.DataFrame, pub: Published, out_dir, context: str = "") -> tuple
     md.write_text(markdown(cmp, pub, context, missing), encoding="utf-8")
     written = [csv, md]
     ok = runs[runs.status == "ok"]
+    if tol := pub.meta.get("tolerance"):
+        csv_agree = out_dir / f"compare-{pub.name}-agreement.csv"
+        agreement(cmp, float(tol)).to_csv(csv_agree, index=False, float_format="%.6f")
+        written.append(csv_agree)
     for metric in dict.fromkeys(cmp.metric):
-        written.append(figure(cmp, metric, out_dir / f"compare-{pub.name}-{metric}.png", context,
-                              ok))
+        path = out_dir / f"compare-{pub.name}-{metric}.png"
+        if cmp.loc[cmp.metric == metric, "dataset"].nunique() > MAX_PANELS:
+            written.append(heatmap(cmp, metric, path, context, pub.meta.get("tolerance")))
+        else:
+            written.append(figure(cmp, metric, path, context, ok))
     return cmp, written

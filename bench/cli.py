@@ -87,6 +87,16 @@ def _sweep(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10**7:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _rates(text: str) -> list[float]:
     try:
         return [float(t) for t in _csv(text)]
@@ -137,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--contamination", type=_rates, metavar="R1,R2,...",
                    help="contaminated training sets at these rates, e.g. 0,0.01,0.02 (synthetic "
                         "ADASYN anomalies; protocol <protocol>+adasyn=<rate>)")
+    r.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
+                   help="seconds a run may take (fit + scoring) before it is stopped and stored with "
+                        "status timeout (default: the config's time_limit, else none)")
     r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
     r.add_argument("--data-dir", help="directory holding the .mat files")
     r.add_argument("--workers", type=_workers, help="worker processes, >= 1 (default: one per core)")
@@ -213,12 +226,13 @@ def _cmd_run(a) -> int:
 
     base = config.load(a.config)
     protocol = a.protocol
-    if protocol is None and a.datasets and base.protocol != config.default_protocol(a.datasets):
+    if protocol is None and a.datasets and base.protocol == "paper" \
+            and config.default_protocol(a.datasets) != "paper":
         protocol = config.default_protocol(a.datasets)  # own files have no paper split: resample
         print(f"note: protocol {protocol} (the paper protocol is defined for the catalogued datasets "
               "only)", file=sys.stderr)
     exp = base.restrict(a.methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
-                       a.label_col)
+                       a.label_col, a.time_limit)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")
@@ -247,7 +261,9 @@ def _cmd_run(a) -> int:
     outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
     # The summary is this invocation's: failures an earlier run left in the store are not repeated.
     print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
-          f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
+          f"{counts['failed']} failed, {counts['degenerate']} degenerate"
+          + (f", {counts['timeout']} over the time limit of {exp.time_limit:g} s (status timeout)"
+             if counts.get("timeout") else ""), file=sys.stderr)
     if counts["total"] > counts["skipped"]:
         print(runner.utilisation_line(counts["utilisation"]), file=sys.stderr)
     for line in outputs.summary_lines(out, counts["keys"])[1:]:
@@ -324,7 +340,7 @@ def _cmd_list(a) -> int:
     if a.method:
         return _list_method(a.method)
     from bench import data, registry
-    from bench.protocols import PROTOCOLS
+    from bench.protocols import DESCRIPTIONS, PROTOCOLS
     from bench.thresholds import FAMILIES, POLICIES
 
     print("methods (`list METHOD` shows its parameters):")
@@ -334,11 +350,21 @@ def _cmd_list(a) -> int:
     print("  (the paper's SOD row is pyod:SOD, PyOD's transductive SOD, which scores a test batch "
           "against itself; the default sod scores rows against the training rows)")
     ((why, where),) = data.candidate_dirs(a.data_dir, data.DATA_ENV, "datasets/data")
-    print(f"datasets (read from {where}: {why}; or a .mat/.npz/.csv file of your own):")
-    for name, meta in data.catalogue().items():
-        print(f"  {name:12s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "
-              f"({meta['source'].split(' (')[0]}): {_found(name, a.data_dir)}")
-    print("protocols: " + ", ".join(PROTOCOLS))
+    print(f"datasets (read from {where}: {why}; or a .mat/.npz/.csv file of your own), by collection "
+          "(`--datasets NAME` runs a whole collection):")
+    cat = data.catalogue()
+    width = max(map(len, cat))
+    for cname, col in data.collections().items():
+        print(f"  {cname} ({len(col['members'])} datasets): {col['description']}")
+        for name in col["members"]:
+            meta = cat[name]
+            print(f"    {name:{width}s} {meta['rows']} x {meta['features']}, {meta['anomalies']} anomalies "
+                  f"({meta['source'].split(' (')[0]}): {_found(name, a.data_dir)}")
+        if col["absent"]:
+            print(f"    not in the repository: {', '.join(col['absent'])} (run them as your own files)")
+    print("protocols:")
+    for name in PROTOCOLS:
+        print(f"  {name:9s} {DESCRIPTIONS.get(name, '')}")
     print("threshold policies: " + ", ".join(POLICIES) + " (paper: "
           + ", ".join(f"{pol} for the {fam} family" for fam, pol in FAMILIES.items()) + ")")
     return 0
@@ -379,6 +405,8 @@ def _list_method(spec: str) -> int:
                   f" (fixed by {name})" if key in ent.defaults else "")
         accepts = f"; {describe(allowed)}" if allowed else ""
         print(f"    {key:{width}s} = {value!r}{origin}{accepts}")
+    if getattr(ent.cls, "sizing", None):
+        print(f"  network sizes: {ent.cls.sizing}")
     if getattr(ent.cls, "quick_params", None):
         print("  --quick: " + ", ".join(f"{k}={v!r}" for k, v in ent.cls.quick_params.items()))
     if getattr(ent.cls, "max_group_size", 1) > 1:

@@ -222,11 +222,44 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+class RunTimeout(BaseException):
+    """A group ran past its time limit (raised by the alarm of ``time_limit``). A BaseException, so
+    that a method's own ``except Exception`` (e.g. ``Detector.fit_group``'s, per member) cannot take
+    it for a failure of one member and go on with the next."""
+
+
+TIMEOUT_TEXT = "time limit of {:g} s per run exceeded"
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise RunTimeout in this thread once ``seconds`` of wall time have passed (SIGALRM). Works
+    where groups run in a process's main thread (the local pool's workers, the serial driver); a
+    Dask worker runs tasks in threads, where no limit is applied (yields False)."""
+    if not seconds or not hasattr(signal, "setitimer") or \
+            threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+
+    def alarm(signum, frame):
+        raise RunTimeout(f"{seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: dict, ds=None,
-                  cls: type | None = None) -> list[dict]:
+                  cls: type | None = None, limit: float | None = None) -> list[dict]:
     """Fit a group and score its members. Never raises for a method's failure: every member comes
     back as a record with a status. ``ds``: the dataset (else loaded from ``data_dir``); ``cls``: the
-    method's class (else looked up in the registry)."""
+    method's class (else looked up in the registry); ``limit``: seconds per run (fit and scoring; the
+    group gets ``limit`` x its fitted members), past which the members not yet scored are stored
+    with status ``timeout``."""
     import torch
 
     torch.set_num_threads(1)  # determinism and fair timing: one thread per run
@@ -234,17 +267,22 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
         ds = data.load(group[0].source or group[0].dataset, data_dir, group[0].label_col)
     splits = [make_split(ds, r.protocol, r.seed) for r in group]
     fit_members = group[:1] if _shares_fit(group[0]) else group
+    with time_limit(limit * len(fit_members) if limit else None):
+        return _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit)
+
+
+def _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit) -> list[dict]:
     t0 = time.perf_counter()
     try:
         dets = [_instantiate(r, cls) for r in fit_members]
         fitted = type(dets[0]).fit_group(dets, [s.X_train for s in splits[:len(fit_members)]])
         if len(fitted) != len(fit_members):
             raise RuntimeError(f"fit_group returned {len(fitted)} items for {len(fit_members)} runs")
-    except Exception as exc:  # noqa: BLE001 - the whole group failed
+    except (RunTimeout, Exception) as exc:  # noqa: BLE001 - the whole group failed or ran out of time
         fitted = [exc] * len(fit_members)
     fit_seconds = (time.perf_counter() - t0) / len(fit_members)
 
-    records, scored = [], {}
+    records, scored, expired = [], {}, False
     for i, (run, split) in enumerate(zip(group, splits)):
         j = 0 if len(fit_members) == 1 else i
         det = fitted[j]
@@ -254,7 +292,9 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
                "alpha": alpha, "fit_seconds": fit_seconds, "group_size": len(fit_members),
                "versions": env["versions"], "git_commit": env["git_commit"], "device": "cpu",
                "y_test": split.y_test, "error": None, "flags": ""}
-        if isinstance(det, BaseException):
+        if isinstance(det, RunTimeout) or (not isinstance(det, BaseException) and expired):
+            rec.update(status="timeout", error=TIMEOUT_TEXT.format(limit))
+        elif isinstance(det, BaseException):
             rec.update(status="failed", error=_error_text(det))
         else:
             rec["device"] = str(getattr(det, "device_", "cpu"))
@@ -271,6 +311,9 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
                 rec.update(train_scores=tr, test_scores=te, score_seconds=score_seconds)
                 rec.update(_judge(tr, te, split, policy, alpha,
                                    getattr(det, "threshold_family", None)))
+            except RunTimeout:
+                expired = True
+                rec.update(status="timeout", error=TIMEOUT_TEXT.format(limit))
             except Exception as exc:  # noqa: BLE001
                 rec.update(status="failed", error=_error_text(exc))
         rec["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
@@ -307,7 +350,7 @@ class Task:
     meta: dict = field(default_factory=dict)
 
 
-def run_task(task: Task, policy: str, alpha: float, env: dict) -> dict:
+def run_task(task: Task, policy: str, alpha: float, env: dict, limit: float | None = None) -> dict:
     """Execute one task in a worker (or in the driver). Every executor runs it the same way: one BLAS
     thread (threadpoolctl) and one torch thread (execute_group), so scores do not depend on where it ran;
     parallelism comes from running several tasks at once."""
@@ -318,7 +361,8 @@ def run_task(task: Task, policy: str, alpha: float, env: dict) -> dict:
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0, c0 = time.perf_counter(), time.process_time()
     with threadpool_limits(limits=1):
-        records = execute_group(task.group, policy, alpha, None, env, ds=task.dataset, cls=task.cls)
+        records = execute_group(task.group, policy, alpha, None, env, ds=task.dataset, cls=task.cls,
+                                limit=limit)
     return {"records": records, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0, "started_at": started,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
@@ -460,6 +504,9 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     bar = None
     try:
         done = set() if force else store.ok_keys()
+        if not force:  # a run that timed out under this limit or a larger one is not tried again
+            done |= {k for k, lim in store.timeouts().items()
+                     if exp.time_limit is not None and lim >= exp.time_limit}
         pending = [r for r in runs if r.key not in done]
         executor.start()  # (a Dask cluster's slot count is known once connected)
         groups = make_groups(pending, executor.slots)
@@ -471,7 +518,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
                 executors.pickle_by_value(t.cls)
         env = environment()
         counts = {"total": len(runs), "skipped": len(runs) - len(pending), "ok": 0, "failed": 0,
-                  "degenerate": 0, "keys": [r.key for r in runs]}
+                  "degenerate": 0, "timeout": 0, "keys": [r.key for r in runs]}
         bar = tqdm(total=len(pending), disable=not progress, unit="run", dynamic_ncols=True,
                    desc=f"{exp.name}", file=sys.stderr)
         log = ExecutionLog(out_dir, executor.describe())
@@ -488,7 +535,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
             log.append(task, result)
 
         busy0, t0 = _machine_busy(), time.perf_counter()
-        executor.run(run_task, tasks, (exp.threshold, exp.alpha, env), on_result)
+        executor.run(run_task, tasks, (exp.threshold, exp.alpha, env, exp.time_limit), on_result)
         wall = time.perf_counter() - t0
         busy1 = _machine_busy()
     finally:

@@ -118,6 +118,16 @@ class Store:
     def ok_keys(self) -> set[str]:
         return {k for (k,) in self.conn.execute("SELECT key FROM runs WHERE status = 'ok'")}
 
+    def timeouts(self) -> dict[str, float]:
+        """``{key: limit in seconds}`` of the runs stored with status ``timeout``."""
+        import re
+
+        out = {}
+        for key, error in self.conn.execute("SELECT key, error FROM runs WHERE status = 'timeout'"):
+            m = re.match(r"time limit of ([0-9.e+]+) s", error or "")
+            out[key] = float(m.group(1)) if m else 0.0
+        return out
+
     def put(self, record: dict) -> None:
         row = {k: record.get(k) for k in COLUMNS}
         for k in BLOBS:

@@ -66,7 +66,7 @@ def test_failures_are_isolated_and_recorded(tmp_path, fakes):
     use = counts.pop("utilisation")  # the groups' CPU over cores x wall time (bench/runner.py)
     assert use["cores"] == 1 and use["wall_seconds"] > 0 and 0 <= use["cpu_seconds"]
     assert use["executor"] == "serial"
-    assert counts == {"total": 8, "skipped": 0, "ok": 2, "failed": 4, "degenerate": 2}
+    assert counts == {"total": 8, "skipped": 0, "ok": 2, "failed": 4, "degenerate": 2, "timeout": 0}
     df = Store(tmp_path).frame().set_index(["spec", "seed"])
     assert df.loc[("test-raise", 0), "status"] == "failed"
     assert "ValueError: boom" in df.loc[("test-raise", 0), "error"]

@@ -11,8 +11,14 @@ all from maintained libraries, never from a hand-typed table:
   studentized range quantile at infinite degrees of freedom over sqrt(2)
   (``scipy.stats.studentized_range``); the pairwise Nemenyi p-values and the CD diagram come from
   scikit-posthocs (``posthoc_nemenyi_friedman``, ``critical_difference_diagram``).
-- Pairwise Wilcoxon signed-rank tests over the (dataset, seed) pairs where every ranked method has a
-  value, Holm-adjusted (scikit-posthocs ``posthoc_wilcoxon``, ``p_adjust="holm"``).
+- Pairwise Wilcoxon signed-rank tests over the datasets, Holm-adjusted (scikit-posthocs
+  ``posthoc_wilcoxon``, ``p_adjust="holm"``).
+
+Every test takes one number per method and dataset, the mean over seeds: the datasets are the
+independent units (Demsar 2006; Benavoli, Corani, Mangili, "Should we really use post-hoc tests based
+on mean-ranks?", JMLR 2016). The seeds of one dataset are not independent samples (a deterministic
+method on a fixed split gives one number five times); they give the spread, not the sample size. With
+fewer than 2 datasets no test is computed and no critical difference is drawn.
 
 Only methods with a mean on every dataset are ranked; the others are listed with what they lack.
 Stores merge only when they agree on the protocol, the datasets' checksums and the seeds; a spec in
@@ -32,7 +38,7 @@ from bench import BenchError
 
 METRICS = ("auc", "ap", "f1")
 CD_ALPHA = 0.05
-MIN_PAIRS = 2  # fewer (dataset, seed) pairs: no Wilcoxon test
+MIN_PAIRS = 2  # fewer datasets: no Wilcoxon test
 LOW_POWER_DATASETS = 10  # below this many datasets the Friedman and Nemenyi tests have little power
 
 
@@ -144,16 +150,10 @@ def nemenyi_pvalues(means: pd.DataFrame) -> pd.DataFrame:
     return p
 
 
-def paired_values(runs: pd.DataFrame, metric: str, specs: list[str]) -> pd.DataFrame:
-    """(dataset, seed) x specs: the value of every spec, only the pairs where all have one."""
-    ok = runs[(runs.status == "ok") & runs.spec.isin(specs)]
-    wide = ok.pivot_table(index=["dataset", "seed"], columns="spec", values=metric, aggfunc="first")
-    return wide.reindex(columns=specs).dropna()
-
-
 def wilcoxon_holm(paired: pd.DataFrame) -> pd.DataFrame:
     """Pairwise Wilcoxon signed-rank tests (two-sided, zero differences dropped) over the rows of
-    ``paired``, p-values Holm-adjusted over all pairs; 1 on the diagonal."""
+    ``paired`` (datasets x methods: one mean over seeds per cell), p-values Holm-adjusted over all
+    pairs; 1 on the diagonal."""
     import scikit_posthocs as sp
 
     specs = list(paired.columns)
@@ -179,7 +179,7 @@ class Leaderboard:
     cd: float
     nemenyi: pd.DataFrame | None
     wilcoxon: pd.DataFrame | None
-    n_pairs: int
+    n_pairs: int  # datasets the Wilcoxon tests pair over
     unranked: dict[str, str] = field(default_factory=dict)  # spec -> why it is not ranked
     context: str = ""
 
@@ -214,9 +214,9 @@ def build(runs: pd.DataFrame, metric: str = "auc", baseline: str | None = None,
     table.index.name = "method"
     k, n = means.shape
     fr = friedman(means.loc[order])
-    cd = nemenyi_cd(k, n) if k >= 2 and n >= 1 else np.nan
+    cd = nemenyi_cd(k, n) if k >= 2 and n >= 2 else np.nan
     nem = nemenyi_pvalues(means.loc[order]) if k >= 3 and n >= 2 else None
-    paired = paired_values(runs, metric, order)
+    paired = means.loc[order].T  # datasets x methods: the mean over seeds, one pair per dataset
     wil = wilcoxon_holm(paired) if k >= 2 and len(paired) >= MIN_PAIRS else None
     return Leaderboard(metric, table, means.loc[order], ranks.loc[order], baseline, fr, cd, nem, wil,
                        len(paired), unranked, context)
@@ -235,21 +235,27 @@ def statistics_lines(lb: Leaderboard) -> list[str]:
         lines.append(f"Friedman test: not computed ({fr['note']}; {k} methods, {n} datasets).")
     else:
         lines.append(f"Friedman test over {n} datasets and {k} methods: chi-square = "
-                     f"{fr['statistic']:.3f}, p = {fr['pvalue']:.3g}.")
+                     f"{fr['statistic']:.3f}, p = {fr['pvalue']:.3g} (one mean over seeds per method "
+                     "and dataset). A small p says the methods' ranks are not all equal, not which "
+                     "methods differ.")
     if n < LOW_POWER_DATASETS:
         lines.append(f"With only {n} datasets the Friedman and Nemenyi tests have little power: a "
                      "non-significant result is not evidence that the methods are equal.")
     if np.isfinite(lb.cd):
-        lines.append(f"Nemenyi critical difference (alpha {CD_ALPHA}): {lb.cd:.3f} average ranks; "
-                     "two methods whose average ranks differ by less are not significantly "
-                     "different.")
-    if lb.wilcoxon is None:
-        lines.append(f"No pairwise Wilcoxon tests: {lb.n_pairs} (dataset, seed) pair(s) where every "
-                     f"ranked method has a value (at least {MIN_PAIRS} needed).")
+        lines.append(f"Nemenyi critical difference (alpha {CD_ALPHA}, {k} methods, {n} datasets): "
+                     f"{lb.cd:.3f} average ranks; two methods whose average ranks differ by less are "
+                     "not significantly different (which is not the same as equal).")
     else:
-        lines.append(f"Pairwise Wilcoxon signed-rank tests over {lb.n_pairs} (dataset, seed) pairs, "
-                     "Holm-adjusted: wilcoxon-" + lb.metric + ".csv (seeds of one dataset are not "
-                     "independent samples; read them as a check of consistency across seeds).")
+        lines.append(f"No Nemenyi critical difference: {n} dataset(s) (at least 2 needed).")
+    if lb.wilcoxon is None:
+        lines.append(f"No pairwise Wilcoxon tests: {lb.n_pairs} dataset(s) (at least {MIN_PAIRS} "
+                     "needed).")
+    else:
+        lines.append(f"Pairwise Wilcoxon signed-rank tests over {lb.n_pairs} datasets (each method's "
+                     "mean over seeds per dataset; seeds give the spread, not the sample size), "
+                     f"Holm-adjusted over all pairs: wilcoxon-{lb.metric}.csv. A p below 0.05 says "
+                     "one method is better on most of these datasets, not on every dataset or on "
+                     "datasets unlike them.")
     if lb.unranked:
         lines.append("Not ranked: " + "; ".join(f"{m} ({why})" for m, why in lb.unranked.items()))
     return lines
@@ -309,10 +315,7 @@ def write(lb: Leaderboard, out_dir) -> list[Path]:
     lines += [r"\bottomrule", r"\end{tabular}"]
     tex.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(tex)
-    if lb.wilcoxon is None:
-        lines.append(f"No pairwise Wilcoxon tests: {lb.n_pairs} (dataset, seed) pair(s) where every "
-                     f"ranked method has a value (at least {MIN_PAIRS} needed).")
-    else:
+    if lb.wilcoxon is not None:
         wcsv = out_dir / f"wilcoxon-{m}.csv"
         lb.wilcoxon.rename_axis("method").to_csv(wcsv, float_format="%.6g")
         written += [wcsv, _wilcoxon_figure(lb, out_dir / f"wilcoxon-{m}.png")]
@@ -328,14 +331,24 @@ def _cd_diagram(lb: Leaderboard, stem: Path) -> list[Path]:
     k = len(lb.table)
     avg = lb.table["avg_rank"]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * k))
-    sp.critical_difference_diagram(avg, lb.nemenyi, cd=lb.cd, alpha=CD_ALPHA, ax=ax,
+    sp.critical_difference_diagram(avg, lb.nemenyi, alpha=CD_ALPHA, ax=ax,
                                    label_fmt_left="{label} ({rank:.2f})",
                                    label_fmt_right="({rank:.2f}) {label}",
                                    label_props={"fontsize": 9})
+    # The CD bar above the tick labels (scikit-posthocs draws it across them): x in ranks, y in
+    # axes fraction, starting at the axis' left end.
+    from matplotlib.transforms import blended_transform_factory
+
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    x0 = ax.get_xlim()[0]
+    ax.plot([x0, x0 + lb.cd], [1.0 + 0.45 / fig.get_figheight()] * 2, color="black", lw=2.5,
+            transform=top, clip_on=False)
+    ax.text(x0 + lb.cd / 2, 1.0 + 0.5 / fig.get_figheight(), f"CD = {lb.cd:.2f}", ha="center",
+            va="bottom", fontsize=8, transform=top)
     n = lb.means.shape[1]
     ax.set_title(f"{lb.metric.upper()}: average ranks (1 = best) over {n} datasets; bars join "
                  f"methods the Nemenyi test does not separate (alpha {CD_ALPHA}, CD = {lb.cd:.2f})"
-                 + (f"\n{lb.context}" if lb.context else ""), fontsize=8, pad=28)
+                 + (f"\n{lb.context}" if lb.context else ""), fontsize=8, pad=50)
     out = []
     for ext in ("png", "svg"):
         path = stem.with_suffix(f".{ext}")
@@ -363,8 +376,8 @@ def _wilcoxon_figure(lb: Leaderboard, path: Path) -> Path:
     ax.set_yticks(range(k), p.index, fontsize=8)
     cb = fig.colorbar(im, ax=ax, ticks=[0.0005, 0.0055, 0.03, 0.5], shrink=0.8)
     cb.ax.set_yticklabels(["p<0.001", "p<0.01", "p<0.05", "n.s."], fontsize=7)
-    ax.set_title(f"{lb.metric.upper()}: pairwise Wilcoxon, Holm-adjusted p\n({lb.n_pairs} "
-                 "(dataset, seed) pairs)", fontsize=9)
+    ax.set_title(f"{lb.metric.upper()}: pairwise Wilcoxon, Holm-adjusted p\n(paired over {lb.n_pairs} "
+                 "datasets, mean over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)

@@ -150,11 +150,12 @@ def test_leaderboard_command_over_two_stores(tmp_path, capsys):
     csv = pd.read_csv(tmp_path / "lb" / "leaderboard-auc.csv")
     assert list(csv.method) == ["strong", "mid", "weak"] and list(csv.avg_rank) == [1, 2, 3]
     w = pd.read_csv(tmp_path / "lb" / "wilcoxon-auc.csv", index_col=0)
-    # every pair of methods differs the same way on all 6 (dataset, seed) pairs: exact two-sided
-    # p = 2 / 2^6 for each of the 3 comparisons; Holm: 3 x 0.03125, then max(2 x 0.03125, that)...
+    # every pair of methods differs the same way on all 3 datasets (the pairs are datasets, not
+    # (dataset, seed)): exact two-sided p = 2 / 2^3 for each of the 3 comparisons; Holm: 3 x 0.25
     assert w.shape == (3, 3)
     assert w.loc["strong", "weak"] == w.loc["mid", "weak"] == w.loc["strong", "mid"] == \
-        pytest.approx(3 * 2 / 2**6)
+        pytest.approx(3 * 2 / 2**3)
+    assert "Pairwise Wilcoxon signed-rank tests over 3 datasets" in out
     # a mismatch is one error line, exit 2
     make_store(tmp_path / "c", {("other", d): 1.0 for d in ds}, seeds=(0, 1, 2))
     assert main(["leaderboard", "--results", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
@@ -171,3 +172,30 @@ def test_f1_leaderboard_needs_one_threshold_policy(tmp_path, capsys):
     assert "different threshold policies (kde, percentile)" in capsys.readouterr().err
     assert main(args + ["--threshold", "percentile"]) == 0
     assert "threshold percentile" in capsys.readouterr().out
+
+
+def test_wilcoxon_pairs_datasets_not_seeds():
+    """Five seeds of a deterministic method on a fixed split are one number five times: the test must
+    see 3 datasets (exact p = 0.25), not 15 (dataset, seed) pairs (p = 2 / 2^15)."""
+    values = {(m, d): [v] * 5 for d in ("d1", "d2", "d3") for m, v in (("lof", 0.8), ("hbos", 0.7))}
+    lb = leaderboard.build(_runs(values, seeds=(0, 1, 2, 3, 4)))
+    assert lb.n_pairs == 3
+    assert lb.wilcoxon.loc["lof", "hbos"] == pytest.approx(2 / 2**3)
+    # the means over seeds are what is paired: seed-level noise averages out first
+    noisy = {("a", d): [0.6, 0.8] for d in ("d1", "d2", "d3", "d4", "d5", "d6")}
+    noisy.update({("b", d): [0.65, 0.65] for d in ("d1", "d2", "d3", "d4", "d5", "d6")})
+    lb = leaderboard.build(_runs(noisy, seeds=(0, 1)))
+    assert lb.means.loc["a"].tolist() == pytest.approx([0.7] * 6)
+    assert lb.wilcoxon.loc["a", "b"] == pytest.approx(stats.wilcoxon([0.05] * 6).pvalue)
+
+
+def test_one_dataset_prints_no_friedman_or_nemenyi(tmp_path):
+    lb = leaderboard.build(_runs({(m, "d1"): [v] for m, v in (("a", 0.9), ("b", 0.8), ("c", 0.7))}))
+    text = leaderboard.to_text(lb)
+    assert "Friedman test: not computed" in text and "chi-square" not in text
+    assert "No Nemenyi critical difference: 1 dataset(s)" in text and "Nemenyi critical difference (" \
+        not in text
+    assert "No pairwise Wilcoxon tests: 1 dataset(s)" in text
+    assert not np.isfinite(lb.cd) and lb.nemenyi is None and lb.wilcoxon is None
+    written = {p.name for p in leaderboard.write(lb, tmp_path)}
+    assert not any(n.startswith(("cd-", "wilcoxon-")) for n in written)

@@ -187,3 +187,17 @@ def test_order_matches_specs_however_spelt():
     wanted = ["advae", "advae[transformer=false, generator_hinge=false]", "lof"]
     assert outputs._order(df, "spec", wanted) == ["advae", "advae[generator_hinge=false,transformer=false]",
                                                   "lof"]
+
+
+def test_progress_advances_by_estimated_work_not_by_runs():
+    """A grid that starts with its longest group: after that one group the bar stands at its share
+    of the estimated work (most of it), not at 1 of N runs."""
+    from bench.runner import DEFAULT_SECONDS_PER_RUN, DEFAULT_SECONDS_PER_UNIT, Task, progress_weights
+
+    runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
+    tasks = [Task(0, runs[:1], None, estimate=None, units=1e9),  # a deep group, cost model only
+             Task(1, runs[1:2], None, estimate=120.0, units=5.0),  # timed before: its timing wins
+             Task(2, runs[2:], None, estimate=None, units=0.0)]  # classical, never timed
+    w = progress_weights(tasks)
+    assert w == {0: 1e9 * DEFAULT_SECONDS_PER_UNIT, 1: 120.0, 2: DEFAULT_SECONDS_PER_RUN}
+    assert w[0] / sum(w.values()) > 0.8

@@ -173,8 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--training-curves", action="store_true", help="also draw each run's training curves")
     rep.add_argument("--methods", type=_methods, help="methods the curve figures feature (default: the "
                      "adVAE family and the best few others)")
-    rep.add_argument("--published", default="wang2020-kbs", help="published table the reproduction "
-                     "report compares with ('none' for no reproduction report; default: %(default)s)")
+    rep.add_argument("--published", default="auto", help="published table the reproduction report "
+                     "compares with ('none' for no reproduction report; default: the one published "
+                     "under the runs' protocol, e.g. wang2020-kbs for paper, adbench2022 for adbench)")
 
     cmp = sub.add_parser("compare", parents=[plug], help="reproduction report: the store against a "
                          "paper's published table")

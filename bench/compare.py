@@ -60,6 +60,19 @@ def available() -> list[str]:
     return sorted(p.stem for p in PUBLISHED_DIR.glob("*.csv") if comparable(p))
 
 
+def for_protocol(protocol: str) -> str | None:
+    """The first published comparison table whose numbers come from ``protocol`` (its toml's
+    ``protocol``), or None: what ``report`` compares a store with by default."""
+    for name in available():
+        try:
+            meta = tomllib.loads((PUBLISHED_DIR / f"{name}.toml").read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if meta.get("protocol") == protocol:
+            return name
+    return None
+
+
 def load_published(name: str = DEFAULT_PUBLISHED, folder: Path | None = None) -> Published:
     folder = Path(folder) if folder else PUBLISHED_DIR
     csv, toml = folder / f"{name}.csv", folder / f"{name}.toml"

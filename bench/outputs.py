@@ -166,12 +166,13 @@ def remember_order(out_dir, methods, datasets, quick: bool | None = None,
 
 def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                  method_order=None, dataset_order=None, training_curves: bool = False,
-                 chosen=None, published: str | None = "wang2020-kbs", html: bool = True) -> list[Path]:
+                 chosen=None, published: str | None = "auto", html: bool = True) -> list[Path]:
     """Write everything derived from the store in ``out_dir``. Under a threshold policy or alpha other
     than the stored one, only the threshold-dependent files (runs.csv and tables) are written, into
     ``tables/<variant>/``. ``chosen``: the methods the curve figures feature (default: the adVAE
     family and the best few others). ``published``: the published source the reproduction report
-    compares with (None: no reproduction report)."""
+    compares with ("auto": the one published under the runs' protocol; None: no reproduction
+    report)."""
     out_dir = Path(out_dir)
     df = load_runs(out_dir, policy, alpha)
     from bench import report
@@ -236,6 +237,7 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         written += files
         sections += secs
     if not variant:
+        written += _write_timings(out_dir)
         from bench import sensitivity
         from bench.compare import PUBLISHED_DIR
 
@@ -248,6 +250,29 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
 
         written.append(page.write_index(out_dir, _page_meta(out_dir, df, info), sections))
     return written
+
+
+def _write_timings(out_dir: Path) -> list[Path]:
+    """``tables/cpu-by-method.{csv,md}``: CPU and wall seconds of every group that wrote this store,
+    by method (bench.runner.execution_summary); nothing without an execution log."""
+    from bench import report
+    from bench.runner import execution_summary
+
+    t = execution_summary(out_dir)
+    if t.empty:
+        return []
+    csv = out_dir / "tables" / "cpu-by-method.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    t.to_csv(csv, index=False, float_format="%.2f")
+    shown = t.assign(wall_seconds=t.wall_seconds.map("{:.0f}".format),
+                     cpu_seconds=t.cpu_seconds.map("{:.0f}".format),
+                     cpu_share=t.cpu_share.map("{:.1%}".format))
+    total = f"{t.cpu_seconds.sum():.0f} s of CPU in {int(t.groups.sum())} groups ({int(t.runs.sum())} runs)"
+    md = csv.with_suffix(".md")
+    md.write_text("CPU and wall seconds by method, summed over every group that wrote this store "
+                  f"(executions.jsonl; wall seconds overlap across workers): {total}.\n\n"
+                  + report.markdown_table(shown), encoding="utf-8")
+    return [csv, md]
 
 
 def _seed_text(seeds) -> str:
@@ -330,6 +355,8 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
                            if len(notes) > 1 else ""))
     secs.append((f"tables{anchor}", f"Metric tables{tag}", "".join(body)))
     # reproduction report
+    if published == "auto":
+        published = compare.for_protocol(str(sub.protocol.iloc[0])) or compare.DEFAULT_PUBLISHED
     if published:
         try:
             pub = compare.load_published(published)

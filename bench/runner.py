@@ -497,6 +497,33 @@ class ExecutionLog:
             fh.write(json.dumps(line) + "\n")
 
 
+def execution_summary(out_dir) -> "pd.DataFrame":
+    """CPU and wall seconds by method spec over every group in ``executions.jsonl`` (all invocations
+    that wrote this store; a group computed twice, e.g. with --force, counts twice): columns spec,
+    groups, runs, wall_seconds, cpu_seconds, cpu_share. Empty without the file."""
+    import pandas as pd
+
+    path = Path(out_dir) / EXECUTIONS
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                rows.append({"spec": e["spec"], "runs": int(e["runs"]), "wall_seconds": float(e["seconds"]),
+                             "cpu_seconds": float(e["cpu_seconds"])})
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line
+    cols = ["spec", "groups", "runs", "wall_seconds", "cpu_seconds", "cpu_share"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    out = df.groupby("spec", sort=False).agg(groups=("runs", "size"), runs=("runs", "sum"),
+                                             wall_seconds=("wall_seconds", "sum"),
+                                             cpu_seconds=("cpu_seconds", "sum")).reset_index()
+    out["cpu_share"] = out.cpu_seconds / out.cpu_seconds.sum()
+    return out.sort_values("cpu_seconds", ascending=False)[cols].reset_index(drop=True)
+
+
 def _machine_busy() -> tuple | None:
     try:
         import psutil

@@ -201,3 +201,20 @@ def test_progress_advances_by_estimated_work_not_by_runs():
     w = progress_weights(tasks)
     assert w == {0: 1e9 * DEFAULT_SECONDS_PER_UNIT, 1: 120.0, 2: DEFAULT_SECONDS_PER_RUN}
     assert w[0] / sum(w.values()) > 0.8
+
+
+def test_cpu_seconds_by_method_from_the_execution_log(tmp_path, fakes):
+    exp = _exp(["test-ok", "test-raise"], seeds=(0, 1, 2))
+    runner.run_experiment(exp, tmp_path, workers=1, progress=False)
+    t = runner.execution_summary(tmp_path)
+    assert set(t.spec) == {"test-ok", "test-raise"} and t.runs.sum() == 6
+    assert (t.cpu_seconds >= 0).all() and t.cpu_share.sum() == pytest.approx(1.0)
+    (tmp_path / "executions.jsonl").open("a").write('{"torn line')  # a killed driver's last write
+    assert runner.execution_summary(tmp_path).runs.sum() == 6
+    from bench.outputs import _write_timings
+
+    csv, md = _write_timings(tmp_path)
+    import pandas as pd
+
+    assert "s of CPU in" in md.read_text() and len(pd.read_csv(csv)) == 2
+    assert runner.execution_summary(tmp_path / "nowhere").empty

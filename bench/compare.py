@@ -303,8 +303,13 @@ def heatmap(cmp: pd.DataFrame, metric: str, path: Path, context: str = "", toler
     grid = grid.reindex(index=list(dict.fromkeys(sub.method)), columns=list(dict.fromkeys(sub.dataset)))
     span = max(0.05, float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any()
                else 0.05)
-    fig, ax = plt.subplots(figsize=(0.26 * grid.shape[1] + 2.8, 0.3 * grid.shape[0] + 2.2))
-    im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+    import textwrap
+
+    width = 0.26 * grid.shape[1] + 2.8
+    fig, ax = plt.subplots(figsize=(width, 0.3 * grid.shape[0] + 2.6))
+    cmap = plt.get_cmap("RdBu").copy()
+    cmap.set_bad("#bdbdbd")
+    im = ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, vmin=-span, vmax=span, aspect="auto")
     if tolerance is not None:
         yy, xx = np.nonzero(np.abs(grid.to_numpy(dtype=float)) <= float(tolerance) + 1e-12)
         ax.scatter(xx, yy, s=6, color="black", label=f"|diff| <= {tolerance}")
@@ -313,8 +318,8 @@ def heatmap(cmp: pd.DataFrame, metric: str, path: Path, context: str = "", toler
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(
         f"our mean - published {METRIC_NAMES.get(metric, metric)}", fontsize=8)
-    ax.set_title(f"{METRIC_NAMES.get(metric, metric)}: ours minus published (grey: no cell)"
-                 + (f"\n{context}" if context else ""), fontsize=8)
+    title = f"{METRIC_NAMES.get(metric, metric)}: our mean minus published (grey: no value)"
+    ax.set_title("\n".join([title, *textwrap.wrap(context, int(width * 15))]), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ def _describe(values) -> str:
 
 
 def context_line(runs: pd.DataFrame, info: dict) -> str:
-    """Protocol, threshold policy, alpha and budgets of a table or figure, for its caption."""
+    """Protocol, seeds, threshold policy, alpha and budgets of a table or figure, for its caption."""
     ok = runs[runs.status == "ok"]
     policies = _describe(ok.threshold_policy)
     if PAPER_POLICY in set(ok.threshold_policy):
@@ -110,7 +110,8 @@ def context_line(runs: pd.DataFrame, info: dict) -> str:
     quick = info.get("quick")
     budget = ("--quick budgets" if quick else "full budgets" if quick is not None
               else "budgets not recorded")
-    return (f"Protocol {_describe(runs.protocol)}; threshold {policies}, alpha "
+    seeds = f"; seeds {_seed_text(runs.seed)}" if len(runs) else ""
+    return (f"Protocol {_describe(runs.protocol)}{seeds}; threshold {policies}, alpha "
             f"{_describe(ok.alpha.astype(float))}; {budget}")
 
 

@@ -100,7 +100,7 @@ def test_compare_command_writes_report_and_figures(tmp_path, capsys):
                                 ("ocsvm", "letter"): 0.1, ("lof", "letter"): 1.0})
     assert main(["compare", "--results", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "Protocol paper; threshold paper" in out
+    assert "Protocol paper; seeds 0-1; threshold paper" in out
     lines = [line for line in out.splitlines() if line.startswith(("AP:", "AUC:", "Recall:", "F1:"))]
     # advae on letter and cardio, ocsvm on letter: 3 cells per metric; lof is not in the paper
     assert len(lines) == 4 and all(line.split(":")[1].startswith(" 3 cells") for line in lines)

@@ -52,7 +52,7 @@ def test_runner_and_report_apply_each_family_its_threshold(tmp_path, families, c
     outputs.remember_order(tmp_path, exp.methods, exp.datasets, quick=True, config="t")
     outputs.build_report(tmp_path, published=None)
     first = (tmp_path / "tables" / "f1.md").read_text().splitlines()[0]
-    assert ("Protocol paper; threshold paper (kde for the reconstruction-based methods, PyOD's "
+    assert ("Protocol paper; seeds 0; threshold paper (kde for the reconstruction-based methods, PyOD's "
             "percentile for the others), alpha 0.1; --quick budgets.") in first
     # --threshold kde recomputes beside the default tables
     assert main(["report", "--out", str(tmp_path), "--threshold", "kde", "--published", "none"]) == 0

@@ -42,6 +42,7 @@ import numpy as np
 
 from bench import data, registry
 from bench.config import Experiment
+from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split
 from bench.sources import method_digest
@@ -125,6 +126,7 @@ def sigterm_as_interrupt():
         return
 
     def handler(signum, frame):
+        note_user_signal()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -219,7 +221,7 @@ def environment() -> dict:
 def _error_text(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {_describe_exc(exc)}{where}"
 
 
 def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: dict, ds=None,
@@ -240,7 +242,9 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
         fitted = type(dets[0]).fit_group(dets, [s.X_train for s in splits[:len(fit_members)]])
         if len(fitted) != len(fit_members):
             raise RuntimeError(f"fit_group returned {len(fitted)} items for {len(fit_members)} runs")
-    except Exception as exc:  # noqa: BLE001 - the whole group failed
+    except BaseException as exc:  # noqa: BLE001 - the whole group failed (a sys.exit in fit too) ...
+        if not method_failure(exc):
+            raise  # ... but the user's Ctrl-C stops the invocation
         fitted = [exc] * len(fit_members)
     fit_seconds = (time.perf_counter() - t0) / len(fit_members)
 
@@ -271,7 +275,9 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
                 rec.update(train_scores=tr, test_scores=te, score_seconds=score_seconds)
                 rec.update(_judge(tr, te, split, policy, alpha,
                                    getattr(det, "threshold_family", None)))
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001
+                if not method_failure(exc):
+                    raise
                 rec.update(status="failed", error=_error_text(exc))
         rec["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
         records.append(rec)
@@ -488,7 +494,8 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
             log.append(task, result)
 
         busy0, t0 = _machine_busy(), time.perf_counter()
-        executor.run(run_task, tasks, (exp.threshold, exp.alpha, env), on_result)
+        with user_signals():  # a Ctrl-C is the user's; a method's own KeyboardInterrupt fails its run
+            executor.run(run_task, tasks, (exp.threshold, exp.alpha, env), on_result)
         wall = time.perf_counter() - t0
         busy1 = _machine_busy()
     finally:

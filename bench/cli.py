@@ -423,6 +423,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (OSError, sqlite3.Error) as exc:  # during the work (disk full, file vanished...): status 1
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {type(exc).__name__}: {exc}{where}; results computed so far are stored",
-              file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)  # (run says what it stored)
         return 1

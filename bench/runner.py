@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, registry
+from bench import WorkError, data, registry
 from bench.config import Experiment
 from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.metrics import evaluate
@@ -455,7 +456,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     from bench import executors
 
     runs = expand(exp, data_dir, quick)
-    store = Store(out_dir)
+    store = Store(out_dir, writing=True)  # a read-only store is refused here, before any fit
     try:  # one run per results directory at a time: refuse, naming the holder
         lock = RunLock(out_dir).acquire()
     except BaseException:
@@ -486,7 +487,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         def on_result(task: Task, result: dict) -> None:
             records = result["records"]
             for rec in records:  # the driver alone writes the store, as results arrive
-                store.put(rec)
+                _put(store, rec)
                 counts[rec["status"]] += 1
                 bar.update(1)
             bar.set_postfix_str(f"{records[-1]['spec']} / {records[-1]['dataset']}", refresh=False)
@@ -496,6 +497,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         busy0, t0 = _machine_busy(), time.perf_counter()
         with user_signals():  # a Ctrl-C is the user's; a method's own KeyboardInterrupt fails its run
             executor.run(run_task, tasks, (exp.threshold, exp.alpha, env), on_result)
+        store.check_same_file()  # never report success over a store that is no longer there
         wall = time.perf_counter() - t0
         busy1 = _machine_busy()
     finally:
@@ -512,6 +514,17 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         "machine_busy": ((busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy0 and busy1
                          and busy1[1] > busy0[1] and executor.on_this_machine else None)}
     return counts
+
+
+def _put(store: Store, rec: dict) -> None:
+    """Store one run; a failing write (disk full...) is a WorkError that says truly what is stored."""
+    try:
+        store.put(rec)
+    except (OSError, sqlite3.Error) as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise WorkError(f"{type(exc).__name__}: {exc}{where} while storing a run in {store.path}; the "
+                        f"{store.puts} runs this invocation finished before it are stored there, the "
+                        "others are not: run the same command again for the rest") from None
 
 
 def utilisation_line(u: dict) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import BenchError
+from bench import BenchError, WorkError
 
 COLUMNS = {
     "key": "TEXT PRIMARY KEY", "method": "TEXT", "spec": "TEXT", "params": "TEXT",
@@ -74,22 +74,80 @@ def writable_dir(path: str | Path, what: str = "output directory (--out)") -> Pa
     return p
 
 
+class StoreLost(WorkError):
+    """The store file was removed or replaced while a run was writing it; the message says where the
+    runs went."""
+
+
 class Store:
-    def __init__(self, out_dir: str | Path):
+    """``writing``: the caller will store runs, so the file must take writes; checked on opening
+    (BenchError), before any work. Every ``put`` then checks the file at ``path`` is still the file
+    opened, so runs never go on into a deleted or replaced file (StoreLost)."""
+
+    def __init__(self, out_dir: str | Path, writing: bool = False):
         self.path = Path(out_dir) / DB_NAME
+        self.puts = 0  # runs this Store wrote
         writable_dir(self.path.parent)
         if self.path.exists() and not self.path.is_file():
             raise BenchError(f"result store {self.path} is not a file; move it away or choose another --out")
         self.conn = sqlite3.connect(self.path, timeout=60)
         try:
             self._open()
+            if writing:
+                self._probe_write()
+            self._identity = _identity(self.path)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
+            if writing and "readonly" in str(exc):
+                raise BenchError(f"result store {self.path} cannot be written ({exc}); make it writable "
+                                 f"(chmod u+w {self.path}) or choose another --out") from None
             raise BenchError(f"result store {self.path} is not a sound SQLite database ({exc}); it was left "
                              "untouched: move it away or choose another --out") from None
         except BenchError:
             self.conn.close()
             raise
+
+    def _probe_write(self) -> None:
+        """A write that is rolled back: a read-only file fails here, not after the first fit."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("CREATE TABLE write_probe (x INTEGER)")
+        finally:
+            self.conn.execute("ROLLBACK")
+
+    def check_same_file(self) -> None:
+        """StoreLost, after saving what the open file holds, unless ``path`` is still the file opened."""
+        try:
+            same = _identity(self.path) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreLost(self._lost_message(self._rescue()))
+
+    def _rescue(self) -> Path | None:
+        """Copy the open (removed or replaced) file's runs to a new file; None if nowhere would take it."""
+        stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+        for folder in (self.path.parent, Path(tempfile.gettempdir())):
+            dest = folder / f"runs.recovered-{stamp}-{os.getpid()}.sqlite"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                target = sqlite3.connect(dest)
+                try:
+                    self.conn.backup(target)
+                finally:
+                    target.close()
+                return dest
+            except (OSError, sqlite3.Error):
+                continue
+        return None
+
+    def _lost_message(self, rescued: Path | None) -> str:
+        held = self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        where = (f"were saved in {rescued}: move that file to {self.path} (or into another --out as "
+                 f"{DB_NAME}) and run the same command again for the rest" if rescued else
+                 "could not be saved anywhere")
+        return (f"result store {self.path} was removed or replaced while this run was writing it; the "
+                f"{held} runs the opened file held ({self.puts} of them from this run) {where}")
 
     def _open(self) -> None:
         """Check the file (a truncated or malformed one fails here) and create the table in a new one."""
@@ -130,6 +188,8 @@ class Store:
         with self.conn:  # one transaction per run
             self.conn.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({marks})",
                               list(row.values()))
+        self.puts += 1
+        self.check_same_file()
 
     def frame(self, with_blobs: bool = False) -> pd.DataFrame:
         cols = [c for c in COLUMNS if with_blobs or c not in BLOBS]
@@ -144,6 +204,12 @@ class Store:
         parameters or a newer method version replaces the older one in tables and plots."""
         df = self.frame(with_blobs)
         return df.drop_duplicates(["spec", "dataset", "protocol", "seed"], keep="last").reset_index(drop=True)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """Which file ``path`` is (device and inode): a file put in its place is another file."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 class RunLock:

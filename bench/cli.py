@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -224,7 +223,7 @@ def _cmd_run(a) -> int:
     name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")
             + ("-quick" if a.quick else ""))
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
-    workers = a.workers or os.cpu_count() or 1
+    workers = executors.check_workers(a.workers, a.scheduler)  # cores and memory bound it, every executor
     executor = executors.make(a.executor, workers, a.scheduler)
     print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
           f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "

@@ -268,6 +268,64 @@ class DaskExecutor(Executor):
         self.client = self.cluster = None
 
 
+#: Memory a worker process needs (Python, torch and numpy imported, one group's arrays and networks):
+#: about 0.35 GiB resident for the largest default group here, with headroom.
+WORKER_MEMORY = 512 * 2**20
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new processes (MemAvailable), or None if the system won't say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil, or it cannot tell
+        return None
+
+
+def max_workers() -> tuple[int, str]:
+    """The most worker processes this machine holds: one per core (each group runs one thread, so more
+    only share the cores), and no more than its available memory takes at WORKER_MEMORY each.
+    Returns (count, why) for messages."""
+    cores = usable_cores()
+    mem = available_memory()
+    by_mem = max(1, mem // WORKER_MEMORY) if mem is not None else cores
+    why = f"{cores} core{'s' if cores != 1 else ''}"
+    if mem is not None:
+        why += f", {mem / 2**30:.1f} GiB of memory available at {WORKER_MEMORY / 2**30:g} GiB per worker"
+    return min(cores, by_mem), why
+
+
+def check_workers(workers: int | None, scheduler: str | None = None) -> int:
+    """The worker count for this machine: ``workers`` if it holds them (BenchError beyond, before
+    anything starts), else (None) as many as it holds. With ``scheduler`` the cluster's own workers run
+    the groups and nothing is started here, so any count passes."""
+    limit, why = max_workers()
+    if workers is None:
+        return limit
+    if workers > limit and not scheduler:
+        shown = str(workers) if workers < 10**12 else f"{str(workers)[:6]}... ({len(str(workers))} digits)"
+        raise BenchError(f"--workers {shown}: this machine holds at most {limit} worker "
+                         f"process{'es' if limit != 1 else ''} ({why}); give at most {limit}, or leave "
+                         "--workers out for one per core")
+    return workers
+
+
 def make(kind: str, workers: int, scheduler: str | None = None) -> Executor:
     """The executor a ``run`` command asks for (not started)."""
     if kind not in EXECUTORS:

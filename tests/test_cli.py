@@ -182,3 +182,30 @@ def test_config_seeds_are_bounded(tmp_path, capsys):
     cfg.write_text('methods = ["lof"]\nseeds = [0, 0, 1]\n')
     from bench import config
     assert config.load(cfg).seeds == (0, 1)
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+@pytest.mark.parametrize("workers, cores, memory, message", [
+    ("1000", 2, 24 * 2**30, "--workers 1000: this machine holds at most 2 worker processes (2 cores, 24.0 GiB "
+                            "of memory available at 0.5 GiB per worker); give at most 2, or leave --workers "
+                            "out for one per core"),
+    ("99999999999999999999", 2, 24 * 2**30, "--workers 999999... (20 digits): this machine holds at most 2"),
+    ("8", 16, 2**30, "--workers 8: this machine holds at most 2 worker processes (16 cores, 1.0 GiB of "
+                     "memory available at 0.5 GiB per worker)"),
+])
+def test_workers_are_bounded_by_cores_and_memory(monkeypatch, capsys, executor, workers, cores, memory,
+                                                 message):
+    """`--workers 1000 --executor dask` started a thousand processes on 2 cores until the out-of-memory
+    killer came; `--workers 99999999999999999999` was an OverflowError traceback."""
+    from bench import executors
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: cores)
+    monkeypatch.setattr(executors, "available_memory", lambda: memory)
+    started = []
+    monkeypatch.setattr(executors.Executor, "start", lambda self: started.append(self))
+    assert main(["run", "--config", CLASSICAL, "--methods", "hbos", "--datasets", "letter", "--seeds", "0",
+                 "--workers", workers, "--executor", executor]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"error: {message}")
+    assert started == []
+    assert executors.check_workers(None) == min(cores, memory // executors.WORKER_MEMORY)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import WorkError, data, registry
+from bench import BenchError, WorkError, data, registry
 from bench.config import Experiment
 from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.metrics import evaluate
@@ -112,6 +112,37 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                 runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, protocol, int(seed),
                                 source, ds.info.get("label_col")))
     return runs
+
+
+def check_datasets(runs: list[Run], store: Store) -> list[str]:
+    """Before any work: BenchError when a dataset's name is one the store holds for other data (another
+    file with the same stem: results are grouped by name, so they would mix), or two of the run's
+    datasets are the same data. Returns a note for each file whose data the store holds under another
+    name (its runs are that dataset's: the run key holds the data's checksum, not the file's name)."""
+    mine: dict[str, tuple[str, str]] = {}
+    for r in runs:
+        mine.setdefault(r.dataset, (r.dataset_sha256, r.source))
+    seen: dict[str, str] = {}
+    for name, (sha, src) in mine.items():
+        if sha in seen:
+            raise BenchError(f"datasets {seen[sha]} and {src or name} are the same data (sha256 "
+                             f"{sha[:12]}); list one of them")
+        seen[sha] = src or name
+    stored, notes = store.datasets(), []
+    for name, (sha, src) in mine.items():
+        other = {s: f for s, f in stored.get(name, {}).items() if s != sha}
+        if other:
+            old_sha, old_file = next(iter(other.items()))
+            raise BenchError(f"dataset {src or name} is named {name!r}, but the store {store.path} holds runs "
+                             f"of another file under that name ({old_file or 'its path was not recorded'}, "
+                             f"sha256 {old_sha[:12]}; this one's is {sha[:12]}); rename one of the files "
+                             "(results are grouped by dataset name) or choose another --out")
+        for old_name, shas in stored.items():
+            if old_name != name and sha in shas:
+                notes.append(f"note: dataset {src or name} holds the same data as {old_name!r} in "
+                             f"{store.path} ({shas[sha] or 'sha256 ' + sha[:12]}): it is the same dataset, "
+                             f"so its runs are {old_name!r}'s and are shown under that name")
+    return notes
 
 
 class Terminated(KeyboardInterrupt):
@@ -255,7 +286,8 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
         det = fitted[j]
         rec = {"key": run.key, "method": run.method, "spec": run.spec, "params": run.params_json,
                "dataset": run.dataset, "dataset_sha256": run.dataset_sha256,
-               "protocol": run.protocol, "seed": run.seed, "threshold_policy": policy,
+               "protocol": run.protocol, "seed": run.seed, "dataset_file": run.source,
+               "threshold_policy": policy,
                "alpha": alpha, "fit_seconds": fit_seconds, "group_size": len(fit_members),
                "versions": env["versions"], "git_commit": env["git_commit"], "device": "cpu",
                "y_test": split.y_test, "error": None, "flags": ""}
@@ -461,6 +493,13 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         lock = RunLock(out_dir).acquire()
     except BaseException:
         store.close()
+        raise
+    try:
+        for note in check_datasets(runs, store):
+            print(note, file=sys.stderr)
+    except BaseException:
+        store.close()
+        lock.release()
         raise
     own = executor is None
     executor = executors.local_executor(workers) if own else executor

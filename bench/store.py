@@ -35,6 +35,9 @@ COLUMNS = {
     "versions": "TEXT", "git_commit": "TEXT", "created_at": "TEXT", "history": "TEXT",
     "train_scores": "BLOB", "test_scores": "BLOB", "y_test": "BLOB",
 }
+#: Columns added after the first stores were written: a store without them is still this suite's; a
+#: run adds them (ALTER TABLE), a reader sees them empty.
+ADDED = {"dataset_file": "TEXT"}  # an own dataset's file (absolute path); "" for a catalogued one
 BLOBS = ("train_scores", "test_scores", "y_test")
 DB_NAME = "runs.sqlite"
 LOCK_NAME = "run.lock"
@@ -95,6 +98,7 @@ class Store:
             self._open()
             if writing:
                 self._probe_write()
+                self._add_columns()
             self._identity = _identity(self.path)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
@@ -159,16 +163,25 @@ class Store:
             raise BenchError(f"{self.path} is another program's SQLite database (tables: "
                              f"{', '.join(sorted(tables))}), not a result store; it was left untouched: "
                              "choose another --out")
+        self.missing: set[str] = set()  # ADDED columns an older store lacks (read as empty)
         if "runs" in tables:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
             if set(COLUMNS) - have:
                 raise BenchError(f"{self.path} has a runs table without the column(s) "
                                  f"{', '.join(sorted(set(COLUMNS) - have))}; it is not a store of this version "
                                  "of advae-bench and was left untouched: choose another --out")
+            self.missing = set(ADDED) - have
         self.conn.execute("PRAGMA journal_mode=WAL")
-        cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+        cols = ", ".join(f"{k} {v}" for k, v in {**COLUMNS, **ADDED}.items())
         with self.conn:
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+
+    def _add_columns(self) -> None:
+        """Give an older store the ADDED columns (a writer only)."""
+        with self.conn:
+            for name in sorted(self.missing):
+                self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {ADDED[name]}")
+        self.missing = set()
 
     def close(self):
         self.conn.close()
@@ -177,7 +190,7 @@ class Store:
         return {k for (k,) in self.conn.execute("SELECT key FROM runs WHERE status = 'ok'")}
 
     def put(self, record: dict) -> None:
-        row = {k: record.get(k) for k in COLUMNS}
+        row = {k: record.get(k) for k in [*COLUMNS, *(c for c in ADDED if c not in self.missing)]}
         for k in BLOBS:
             row[k] = to_blob(record.get(k))
         for k in ("params", "versions", "history"):
@@ -193,6 +206,7 @@ class Store:
 
     def frame(self, with_blobs: bool = False) -> pd.DataFrame:
         cols = [c for c in COLUMNS if with_blobs or c not in BLOBS]
+        cols += [c if c not in self.missing else f"NULL AS {c}" for c in ADDED]
         df = pd.read_sql_query(f"SELECT {', '.join(cols)} FROM runs ORDER BY created_at", self.conn)
         if with_blobs:
             for k in BLOBS:
@@ -200,10 +214,22 @@ class Store:
         return df
 
     def latest(self, with_blobs: bool = False) -> pd.DataFrame:
-        """The newest run for each (spec, dataset, protocol, seed): a run recomputed with other
-        parameters or a newer method version replaces the older one in tables and plots."""
+        """The newest run for each (spec, dataset and its checksum, protocol, seed): a run recomputed
+        with other parameters or a newer method version replaces the older one in tables and plots; two
+        files stored under one name are two datasets, never one."""
         df = self.frame(with_blobs)
-        return df.drop_duplicates(["spec", "dataset", "protocol", "seed"], keep="last").reset_index(drop=True)
+        return df.drop_duplicates(["spec", "dataset", "dataset_sha256", "protocol", "seed"],
+                                  keep="last").reset_index(drop=True)
+
+    def datasets(self) -> dict[str, dict[str, str]]:
+        """Dataset name -> {sha256: the file it was read from ("" if catalogued or not recorded)}."""
+        file = "dataset_file" if "dataset_file" not in self.missing else "NULL"
+        out: dict[str, dict[str, str]] = {}
+        for name, sha, path in self.conn.execute(
+                f"SELECT dataset, dataset_sha256, MAX(COALESCE({file}, '')) FROM runs "
+                "GROUP BY dataset, dataset_sha256"):
+            out.setdefault(name, {})[sha] = path
+        return out
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def _names(text: str) -> list[str]:
     return names
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '٣' and '³', which int() reads or rejects
+
+
 def _seeds(text: str) -> list[int]:
     """``0,1,2``, ``0-4`` or both (``0-2,7``); a repeated seed is counted once, at most MAX_SEEDS."""
     from bench.config import MAX_SEEDS
@@ -45,7 +49,7 @@ def _seeds(text: str) -> list[int]:
     ranges = []
     for part in _csv(text):
         a, sep, b = part.partition("-")
-        if not (a.strip().isdigit() and (not sep or b.strip().isdigit())):
+        if not (_ASCII_DIGITS.fullmatch(a.strip()) and (not sep or _ASCII_DIGITS.fullmatch(b.strip()))):
             raise bad
         lo, hi = int(a), int(b) if sep else int(a)
         if lo > hi:
@@ -187,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--protocol", help="rank the runs of this protocol (needed when the stores hold "
                     "several)")
     lb.add_argument("--out", help="where to write leaderboard-<metric>.*, cd-<metric>.png/svg and "
-                    "wilcoxon-<metric>.csv (default: <results>/leaderboard)")
+                    "wilcoxon-<metric>.csv (default: <results>/leaderboard of the first --results DIR)")
 
     # Subcommands that definition modules contribute (adVAE's reference and perf, methods/advae_tools.py)
     from bench import registry
@@ -267,6 +271,10 @@ def _cmd_report(a) -> int:
 
     order = config.load(a.config) if a.config else None
     published = None if a.published.lower() == "none" else a.published
+    if published is not None:
+        from bench import compare
+
+        compare.load_published(published)  # an unknown table is bad input, as for `compare`: exit 2
     written = outputs.build_report(a.out, a.threshold, a.alpha,
                                    order.methods if order else None,
                                    order.dataset_names if order else None, a.training_curves,
@@ -297,6 +305,12 @@ def _cmd_leaderboard(a) -> int:
     from bench import leaderboard, outputs
 
     dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
+    seen: dict[Path, str] = {}
+    for d in dirs:
+        if Path(d).resolve() in seen:
+            raise BenchError(f"--results names one directory twice ({seen[Path(d).resolve()]} and {d}); "
+                             "give each result directory once")
+        seen[Path(d).resolve()] = d
     frames = {d: outputs.load_runs(d, a.threshold, with_blobs=a.metric == "f1") for d in dirs}
     runs = leaderboard.merge(frames, a.protocol)
     if a.metric == "f1":
@@ -310,8 +324,7 @@ def _cmd_leaderboard(a) -> int:
         info = {"quick": any(quick)} if None not in quick else {}
     context = outputs.context_line(runs, info)
     lb = leaderboard.build(runs, a.metric, a.baseline, context)
-    out = Path(a.out) if a.out else (Path(dirs[0]) / "leaderboard" if len(dirs) == 1
-                                     else REPO_ROOT / "results" / "leaderboard")
+    out = Path(a.out) if a.out else Path(dirs[0]) / "leaderboard"  # as --help says
     written = leaderboard.write(lb, out)
     print(leaderboard.to_text(lb))
     for path in written:
@@ -393,12 +406,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["run"]
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()  # imports the method definitions (torch): a Ctrl-C here is an interrupt too
+        args = parser.parse_args(argv)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
-        _parser().print_help()
+        parser.print_help()
         return 2
     builtin = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
                "leaderboard": _cmd_leaderboard, "list": _cmd_list}

@@ -275,6 +275,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             key = key.strip()
             if not key.isidentifier():
                 raise BenchError(f"malformed method spec {spec!r}: bad parameter name {key!r}")
+            if key in params:
+                raise BenchError(f"malformed method spec {spec!r}: parameter {key!r} is given twice; give it "
+                                 "once")
             params[key] = _parse_value(value)
     return m.group("name"), params
 

@@ -153,6 +153,7 @@ def test_reference_with_a_truncated_checkpoint_is_a_one_line_error(tmp_path, cap
     (["run", "--seeds", "5-2"], "seed range '5-2' is empty"),
     (["run", "--seeds", "1,x"], "seeds must look like 0,1,2 or 0-4"),
     (["run", "--seeds", "-3"], "seeds must look like"),
+
     (["run", "--workers", "0"], "argument --workers: must be a whole number of worker processes >= 1"),
     (["run", "--workers", "-2"], "worker processes >= 1"),
     (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
@@ -209,3 +210,69 @@ def test_workers_are_bounded_by_cores_and_memory(monkeypatch, capsys, executor, 
     assert captured.err.count("\n") == 1 and captured.err.startswith(f"error: {message}")
     assert started == []
     assert executors.check_workers(None) == min(cores, memory // executors.WORKER_MEMORY)
+
+
+def test_report_with_an_unknown_published_table_exits_2_like_compare(tmp_path, capsys):
+    """It exited 0 in silence (the reproduction section only said so on the page)."""
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _stores import make_store
+
+    make_store(tmp_path, {("m1", "letter"): 1.0})
+    for argv in (["report", "--out", str(tmp_path)], ["compare", "--results", str(tmp_path)]):
+        assert main([*argv, "--published", "nosuch"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no published table 'nosuch'") and err.count("\n") == 1
+    assert not (tmp_path / "runs.csv").exists()  # checked before any work
+
+
+def test_leaderboard_of_several_stores_writes_where_help_says_and_refuses_one_given_twice(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _stores import make_store
+
+    ds = ("letter", "cardio")
+    make_store(tmp_path / "a", {(m, d): s for d in ds for m, s in (("weak", 0.2), ("mid", 1.0))})
+    make_store(tmp_path / "b", {("strong", d): 3.0 for d in ds})
+    assert main(["leaderboard", "--results", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert f"wrote {tmp_path / 'a' / 'leaderboard' / 'leaderboard-auc.csv'}" in capsys.readouterr().err
+    assert (tmp_path / "a" / "leaderboard" / "leaderboard-auc.csv").is_file()
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    assert "(default: <results>/leaderboard of the first --results DIR)" in " ".join(
+        capsys.readouterr().out.split())
+    assert main(["leaderboard", "--results", str(tmp_path / "a"), str(tmp_path / "b"),
+                 str(tmp_path / "a") + "/"]) == 2
+    assert capsys.readouterr().err == (f"error: --results names one directory twice ({tmp_path / 'a'} and "
+                                       f"{tmp_path / 'a'}/); give each result directory once\n")
+
+
+def test_ctrl_c_while_the_methods_import_is_an_interrupt_not_a_traceback(monkeypatch, capsys):
+    from bench import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    try:
+        status = main(["list"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped main() (a traceback for the user)")
+    assert status == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--seeds", "\u0663", "seeds must look like 0,1,2 or 0-4 (integers 0 to 4294967295), got '\u0663'"),
+    ("--seeds", "0-\u00b3", "seeds must look like"),  # a superscript three: isdigit(), but not int()
+    ("--methods", "lof[n_neighbors=5,n_neighbors=6]",
+     "malformed method spec 'lof[n_neighbors=5,n_neighbors=6]': parameter 'n_neighbors' is given twice"),
+])
+def test_silently_accepted_input_is_now_refused(tmp_path, capsys, flag, value, message):
+    """An Arabic-Indic three ran seed 3; the second n_neighbors silently won."""
+    argv = {"--seeds": "0", "--methods": "hbos", flag: value}
+    assert main(["run", "--config", CLASSICAL, "--methods", argv["--methods"], "--datasets", "letter",
+                 "--seeds", argv["--seeds"], "--workers", "1", "--no-report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs.sqlite").exists()

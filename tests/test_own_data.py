@@ -122,6 +122,9 @@ def _bad(tmp_path, kind):
     elif kind == "not a .mat file":
         p = tmp_path / "mine.mat"
         p.write_bytes(b"this is not MATLAB")
+    elif kind == "not a zip .npz":
+        p = tmp_path / "mine.npz"
+        p.write_bytes(b"this is not an archive")
     elif kind == ".npz without y":
         p = tmp_path / "mine.npz"
         np.savez(p, X=X)
@@ -149,6 +152,8 @@ def _bad(tmp_path, kind):
     ("fewer than 10 normals", "only 9 normal rows; at least 10 are needed"),
     ("not a .mat file", "cannot read it as .mat"),
     (".npz without y", "no array 'y'"),
+    ("not a zip .npz", "cannot read it as .npz: not a zip archive of .npy arrays (write one with "
+                       "np.savez(path, X=X, y=y))"),  # was "Cannot load file containing pickled data"
     ("unsupported type", "unsupported type '.txt'; use .mat"),
     ("missing file", "nowhere.csv not found"),
     ("catalogued name", "its name 'cardio' is a catalogued dataset's; rename the file"),

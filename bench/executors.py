@@ -97,6 +97,26 @@ def _stop_workers(pool: ProcessPoolExecutor, futures) -> None:
             proc.kill()
 
 
+def _how_it_ended(procs) -> str:
+    """Why a pool broke, from its processes' exit codes: one that exited by itself (a method's
+    ``os._exit``, a crash of Python) or was killed by a signal (from outside: the out-of-memory killer,
+    ``kill``). The pool ends its other workers with SIGTERM, so those codes say nothing."""
+    codes = [p.exitcode for p in procs if p.exitcode not in (None, 0, -signal.SIGTERM)]
+    if not codes:
+        return "it was killed from outside (e.g. by the out-of-memory killer or SIGTERM)"
+    code = codes[0]
+    if code > 0:
+        return (f"it exited by itself with status {code} (a method's code called os._exit, or Python "
+                "crashed), it was not killed from outside")
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGKILL:
+        return f"it was killed by {name} from outside (e.g. by the out-of-memory killer or kill -9)"
+    return f"it was ended by {name} (signal {-code}; a crash such as SIGSEGV is the method's or a library's)"
+
+
 class PoolExecutor(Executor):
     """Worker processes on this machine (spawned, so each starts clean). Groups start in the order
     given (the pool's queue is first in, first out)."""
@@ -117,10 +137,10 @@ class PoolExecutor(Executor):
             for fut in as_completed(futures):
                 on_result(futures[fut], fut.result())
         except BrokenProcessPool as exc:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
             _stop_workers(pool, futures)
-            raise WorkError("a worker process died (killed from outside, e.g. by the out-of-memory "
-                            "killer); finished runs are stored, run the same command again to "
-                            "resume") from exc
+            raise WorkError(f"a worker process died: {_how_it_ended(procs)}; finished runs are stored, run "
+                            "the same command again to resume") from exc
         except BaseException:  # interrupt, SIGTERM, a failing store: the workers stop now
             _stop_workers(pool, futures)
             raise

@@ -301,8 +301,8 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
             try:
                 if j not in scored:
                     t1 = time.perf_counter()
-                    tr = np.asarray(det.anomaly_score(split.X_train), dtype=float).reshape(-1)
-                    te = np.asarray(det.anomaly_score(split.X_test), dtype=float).reshape(-1)
+                    tr = _scores(det.anomaly_score(split.X_train))
+                    te = _scores(det.anomaly_score(split.X_test))
                     scored[j] = (tr, te, time.perf_counter() - t1)
                 tr, te, score_seconds = scored[j]
                 rec.update(train_scores=tr, test_scores=te, score_seconds=score_seconds)
@@ -315,6 +315,13 @@ def execute_group(group: list[Run], policy: str, alpha: float, data_dir, env: di
         rec["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
         records.append(rec)
     return records
+
+
+def _scores(values) -> np.ndarray:
+    """A method's scores as floats: a column or row vector becomes (n,); any other shape is kept, so
+    the failure names the shape the method returned, not a flattened one."""
+    arr = np.asarray(values, dtype=float)
+    return arr.reshape(-1) if arr.ndim > 1 and sorted(arr.shape)[:-1] == [1] * (arr.ndim - 1) else arr
 
 
 def _judge(tr, te, split, policy, alpha, family=None) -> dict:

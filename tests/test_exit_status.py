@@ -31,15 +31,17 @@ class _Fake(Detector):
         return self
 
     def anomaly_score(self, X):
+        if self.mode == "wide":  # one column too many
+            return np.ones((len(X), 2))
         return np.ones(len(X)) if self.mode == "const" else ((X - self.center_) ** 2).sum(1)
 
 
 @pytest.fixture(autouse=True)
 def fakes():
-    for mode in ("ok", "raise", "const", "interrupt"):
+    for mode in ("ok", "raise", "const", "interrupt", "wide"):
         registry.register(f"exit-{mode}")(type(f"Exit_{mode}", (_Fake,), {"mode": mode}))
     yield
-    for mode in ("ok", "raise", "const", "interrupt"):
+    for mode in ("ok", "raise", "const", "interrupt", "wide"):
         registry._REGISTRY.pop(f"exit-{mode}", None)
 
 
@@ -80,3 +82,13 @@ def test_bad_input_exits_2_before_anything_ran(tmp_path, capsys):
     assert _run(tmp_path, "exit-ok,exit-nope") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: unknown method 'exit-nope'")
     assert not (tmp_path / "runs.sqlite").exists()
+
+
+def test_scores_of_the_wrong_shape_are_reported_with_the_shape_returned(tmp_path, capsys):
+    """They were reported flattened: "(2n,)" for an (n, 2) array."""
+    from bench.store import Store
+
+    assert _run(tmp_path, "exit-wide") == 1
+    error = Store(tmp_path).frame().error[0]
+    n_train, n_test = (int(v) for v in error.split("expected (")[1].replace(",)", "").split("/("))
+    assert error == f"scores have shapes ({n_train}, 2)/({n_test}, 2), expected ({n_train},)/({n_test},)"

@@ -381,9 +381,14 @@ def _list_method(spec: str) -> int:
     if ent.make is not None:  # a namespaced adapter (pyod:): the library class's own parameters
         shown = {**det._make().get_params(deep=False), **(det.params or {})}
     print(f"{name}: {ent.description}")
-    print(f"  defined in {inspect.getsourcefile(ent.cls)} ({ent.cls.__name__}, version "
-          f"{getattr(ent.cls, 'version', '1')})")
-    print("  parameters (value in this spec; what it accepts):")
+    print(f"  defined in {inspect.getsourcefile(ent.cls)} ({ent.cls.__name__}, {_version_text(ent.cls)})")
+    if not shown:
+        print("  parameters: none")
+    else:
+        print("  parameters (value in this spec; what it accepts):")
+    if shown and ent.make is None and not ent.cls.parameter_constraints:
+        print(f"  ({name} declares no parameter_constraints: a value it does not take is found only "
+              "inside fit and fails its runs, instead of being refused before any work)")
     width = max([len(k) for k in shown] or [0])
     for key, value in shown.items():
         allowed = ent.cls.parameter_constraints.get(key) if ent.make is None else None
@@ -398,7 +403,16 @@ def _list_method(spec: str) -> int:
         what = f"runs (seeds and settings of {', '.join(free)})" if free else "seeds"
         print(f"  up to {ent.cls.max_group_size} {what} train together as one stack")
     return 0
-    return 0
+
+
+def _version_text(cls: type) -> str:
+    """``version 3`` when the method (not the Detector base class) declares one."""
+    from bench.base import Detector
+
+    owner = next((c for c in cls.__mro__ if "version" in vars(c)), None)
+    if owner is None or owner is Detector:
+        return "no version declared"
+    return f"version {cls.version}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,3 +109,55 @@ def test_a_plugin_file_that_misbehaves_at_import_is_one_error_line(tmp_path, plu
     assert err.startswith(f"error: --plugin {path} ") and message in err and err.count("\n") == 1
     assert registry.entry("lof").cls.__module__ == "methods.classical"
     assert not (tmp_path / "out" / "runs.sqlite").exists()
+
+
+def _readme_plugin() -> str:
+    """The plugin of the README's "Put your method on the leaderboard", as printed there."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split('@register("knn-mean")')[0].rsplit("```python", 1)[1] + '@register("knn-mean")' + \
+        text.split('@register("knn-mean")')[1].split("```")[0]
+    return textwrap.dedent("\n".join(line[3:] for line in block.splitlines()))
+
+
+def test_the_readme_plugin_declares_its_constraints(tmp_path, plugin, capsys):
+    """A plugin without constraints failed inside fit (exit 1) where a built-in method exits 2."""
+    path = plugin(_readme_plugin(), "my_method.py")
+    assert main(["list", "--plugin", path, "knn-mean"]) == 0
+    out = capsys.readouterr().out
+    assert "(KNNMean, version 1)" in out and "k = 5; an int >= 1" in out and "declares no" not in out
+    assert main(["run", "--plugin", path, "--config", CLASSICAL, "--methods", "knn-mean[k=0]", "--datasets",
+                 "letter", "--seeds", "0", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: method spec 'knn-mean[k=0]': k must be an int >= 1, got 0")
+
+
+def test_list_says_what_a_plugin_does_not_declare(plugin, capsys):
+    """It showed "version 2" (the base class's), and an empty "parameters" header."""
+    path = plugin('''
+        import numpy as np
+        from bench.base import Detector
+        from bench.registry import register
+
+        @register("bare")
+        class Bare(Detector):
+            """No parameters, no version."""
+            def fit(self, X):
+                return self
+            def anomaly_score(self, X):
+                return np.zeros(len(X))
+
+        @register("loose")
+        class Loose(Detector):
+            """A parameter without a constraint."""
+            def __init__(self, k=5):
+                self.k = k
+    ''', "bare.py")
+    assert main(["list", "--plugin", path, "bare"]) == 0
+    out = capsys.readouterr().out
+    assert f"(Bare, no version declared)" in out and "version 2" not in out
+    assert "  parameters: none\n" in out and "parameters (value" not in out
+    assert main(["list", "--plugin", path, "loose"]) == 0
+    out = capsys.readouterr().out
+    assert ("  (loose declares no parameter_constraints: a value it does not take is found only inside fit "
+            "and fails its runs, instead of being refused before any work)") in out
+    assert "    k = 5\n" in out

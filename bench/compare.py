@@ -207,8 +207,10 @@ def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
     sub = cmp[cmp.metric == metric]
     methods = list(dict.fromkeys(sub.method))[::-1]  # first method on top
     datasets = list(dict.fromkeys(sub.dataset))
+    # fixed room for the two-line title, the panel titles, the x axis and the legend, plus a row per
+    # method (with less, matplotlib cannot lay one method out and warns "Tight layout not applied")
     fig, axes = plt.subplots(1, len(datasets), figsize=(2.4 * len(datasets) + 1.6,
-                                                         0.9 + 0.3 * len(methods)),
+                                                         2.0 + 0.3 * len(methods)),
                              sharey=True, squeeze=False)
     for ax, d in zip(axes[0], datasets):
         for y, m in enumerate(methods):

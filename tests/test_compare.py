@@ -114,3 +114,15 @@ def test_compare_command_writes_report_and_figures(tmp_path, capsys):
         assert (d / f"compare-wang2020-kbs-{metric}.png").read_bytes()[:8] == PNG_MAGIC
     assert main(["compare", "--results", str(tmp_path / "s"), "--published", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: no published table 'nope'")
+
+
+@pytest.mark.parametrize("methods", [("hbos",), ("hbos", "iforest")])
+def test_compare_of_a_few_methods_draws_without_a_matplotlib_warning(tmp_path, capsys, methods):
+    """One or two methods made a figure too short for its title and legend: "Tight layout not applied"."""
+    import warnings
+
+    make_store(tmp_path, {(m, "letter"): 1.0 for m in methods})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main(["compare", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "compare" / "compare-wang2020-kbs-auc.png").read_bytes()[:8] == PNG_MAGIC

@@ -127,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="a Python file that registers methods (@register); repeatable")
 
     r = sub.add_parser("run", parents=[plug], help="run an experiment (skips runs already stored as ok)")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
+    r.add_argument("--config", help=f"experiment TOML (default: {DEFAULT_CONFIG}; with --sweep and no "
+                   "--methods, only its datasets, seeds and overrides)")
     r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
     r.add_argument("--datasets", type=_names,
                    help="comma-separated catalogued dataset names and/or files of your own (.mat, .npz, .csv)")
@@ -214,13 +215,18 @@ def _load_plugins(a) -> None:
 def _cmd_run(a) -> int:
     from bench import config, executors, outputs, runner
 
-    base = config.load(a.config)
+    base = config.load(a.config or DEFAULT_CONFIG)
+    methods = a.methods
+    if a.sweep and a.config is None and methods is None:
+        methods = []  # the sweep alone, not added to the default roster
+        print(f"note: --sweep without --config or --methods runs the sweep alone, with the datasets, seeds "
+              f"and overrides of {DEFAULT_CONFIG.relative_to(REPO_ROOT)}", file=sys.stderr)
     protocol = a.protocol
     if protocol is None and a.datasets and base.protocol != config.default_protocol(a.datasets):
         protocol = config.default_protocol(a.datasets)  # own files have no paper split: resample
         print(f"note: protocol {protocol} (the paper protocol is defined for the catalogued datasets "
               "only)", file=sys.stderr)
-    exp = base.restrict(a.methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
+    exp = base.restrict(methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
                        a.label_col)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
@@ -229,9 +235,9 @@ def _cmd_run(a) -> int:
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
     workers = executors.check_workers(a.workers, a.scheduler)  # cores and memory bound it, every executor
     executor = executors.make(a.executor, workers, a.scheduler)
-    print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
-          f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
-          f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
+    print(f"experiment {exp.name}: {plural(len(exp.methods), 'method')} x "
+          f"{plural(len(exp.datasets), 'dataset')} x {plural(len(exp.seeds), 'seed')}, protocol "
+          f"{exp.protocol}, threshold {exp.threshold} (alpha {exp.alpha}) -> {out}", file=sys.stderr)
     try:
         with runner.sigterm_as_interrupt():
             try:
@@ -248,22 +254,36 @@ def _cmd_run(a) -> int:
               file=sys.stderr)
         return 143 if isinstance(exc, runner.Terminated) else 130
     outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
-    # The summary is this invocation's: failures an earlier run left in the store are not repeated.
-    print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
-          f"{counts['failed']} failed, {counts['degenerate']} degenerate", file=sys.stderr)
+    # The summary (stdout; progress and notes went to stderr) is this invocation's: failures an
+    # earlier run left in the store are not repeated.
+    print(f"{plural(counts['total'], 'run')}: {counts['skipped']} already stored, {counts['ok']} ok, "
+          f"{counts['failed']} failed, {counts['degenerate']} degenerate")
     if counts["total"] > counts["skipped"]:
-        print(runner.utilisation_line(counts["utilisation"]), file=sys.stderr)
+        print(runner.utilisation_line(counts["utilisation"]))
     for line in outputs.summary_lines(out, counts["keys"])[1:]:
-        print(line, file=sys.stderr)
+        print(line)
     if not a.no_report:
         written = outputs.build_report(out, training_curves=a.training_curves)
-        print(f"wrote {len(written)} files: runs.csv, tables/, figures/, leaderboard/, compare/ and "
-              f"index.html in {out}", file=sys.stderr)
+        print(f"wrote {plural(len(written), 'file')} in {out}: {_written_parts(out, written)}")
     if counts["failed"]:
-        print(f"{counts['failed']} runs failed (listed above, errors in runs.csv): exit status 1",
+        print(f"{plural(counts['failed'], 'run')} failed (listed above, errors in runs.csv): exit status 1",
               file=sys.stderr)
         return 1
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    """``plural(1, "method")`` -> ``1 method``; ``plural(2, "method")`` -> ``2 methods``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _written_parts(out: Path, written: list[Path]) -> str:
+    """What a report wrote, by its top-level entries (``runs.csv, tables/, ...``): only those."""
+    parts = []
+    for p in written:
+        rel = Path(p).relative_to(out).parts
+        parts.append(rel[0] + ("/" if len(rel) > 1 else ""))
+    return ", ".join(dict.fromkeys(parts))
 
 
 def _cmd_report(a) -> int:

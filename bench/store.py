@@ -254,15 +254,19 @@ class RunLock:
             import fcntl
         except ImportError:  # not POSIX: no lock (the store itself stays sound; runs may repeat)
             return self
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise BenchError(f"results directory {self.path.parent} is in use by {holder}; wait for it to "
-                             "finish (it stores every run it computes) or choose another --out") from None
+        while True:
+            fh = open(self.path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise BenchError(f"results directory {self.path.parent} is in use by {holder}; wait for it to "
+                                 "finish (it stores every run it computes) or choose another --out") from None
+            if self._still_at_path(fh):
+                break
+            fh.close()  # the holder removed the file as it released it: lock the file there now
         fh.seek(0)
         fh.truncate()
         started = _dt.datetime.now().isoformat(timespec="seconds")
@@ -272,10 +276,22 @@ class RunLock:
         self._fh = fh
         return self
 
+    def _still_at_path(self, fh) -> bool:
+        """Whether the file locked is the one at ``path`` (not one a releasing holder just removed)."""
+        try:
+            return os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
     def release(self) -> None:
+        """Remove ``run.lock`` (while still holding it, so no one locks a removed file) and unlock."""
         if self._fh is not None:
-            self._fh.seek(0)
-            self._fh.truncate()  # released: no holder to name
+            try:
+                if self._still_at_path(self._fh):
+                    self.path.unlink()
+            except OSError:
+                self._fh.seek(0)
+                self._fh.truncate()  # cannot remove it: at least name no holder
             self._fh.close()  # closing releases the flock
             self._fh = None
 

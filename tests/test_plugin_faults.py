@@ -85,9 +85,8 @@ def test_a_method_that_exits_or_interrupts_in_fit_is_a_failed_run(tmp_path, plug
     status = main(["run", "--plugin", plugin(), "--config", CLASSICAL, "--methods", f"hbos,{method}",
                    "--datasets", "letter", "--seeds", "0", "--workers", workers, "--no-report",
                    "--out", str(out)])
-    err = capsys.readouterr().err
     assert status == 1
-    assert f"failed     {method} / letter / seed 0: {reason}" in err
+    assert f"failed     {method} / letter / seed 0: {reason}" in capsys.readouterr().out
     rows = _rows(out)
     assert rows["hbos"] == "ok: " and rows[method].startswith(f"failed: {reason}")
 

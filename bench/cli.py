@@ -176,6 +176,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="where to write compare-<published>.{csv,md} and figures "
                      "(default: <results>/compare)")
 
+    sh = sub.add_parser("show", help="print a store's numbers: one method's AUC, AP, recall and F1 per seed "
+                        "and per dataset, or (no METHOD) every method's summary")
+    sh.add_argument("method", nargs="?", help="a spec or a method name (every spec of it), e.g. advae")
+    sh.add_argument("--results", default=str(REPO_ROOT / "results" / "paper"),
+                    help="result directory (default: %(default)s)")
+    sh.add_argument("--threshold", help="recall and F1 under this threshold policy (default: the stored one)")
+    sh.add_argument("--alpha", type=float, help="recall and F1 with this alpha (default: the stored one)")
+
     lst = sub.add_parser("list", parents=[plug], help="list methods, datasets (and where they were found), protocols and "
                                       "threshold policies; `list METHOD` shows a method's parameters")
     lst.add_argument("method", nargs="?", help="a method or spec, e.g. advae, ocsvm[nu=0.05] or pyod:KNN")
@@ -352,6 +360,16 @@ def _cmd_leaderboard(a) -> int:
     return 0
 
 
+def _cmd_show(a) -> int:
+    from bench import outputs, show
+
+    runs = outputs.load_runs(a.results, a.threshold, a.alpha,
+                             with_blobs=a.threshold is not None or a.alpha is not None)
+    context = f"{a.results}: " + outputs.context_line(runs, outputs.experiment_info(a.results))
+    print(show.text(runs, context, a.method), end="")
+    return 0
+
+
 def _cmd_list(a) -> int:
     if a.method:
         return _list_method(a.method)
@@ -452,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     builtin = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
-               "leaderboard": _cmd_leaderboard, "list": _cmd_list}
+               "leaderboard": _cmd_leaderboard, "list": _cmd_list, "show": _cmd_show}
     if args.command in builtin:
         handler = builtin[args.command]
     else:

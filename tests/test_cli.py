@@ -110,7 +110,7 @@ def test_list_method_shows_parameters_with_defaults(capsys):
     assert "unknown method 'lfo'" in _err(capsys)
 
 
-@pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "reference", "perf"])
+@pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "show", "reference", "perf"])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])

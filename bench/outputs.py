@@ -258,7 +258,10 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         meta = {"threshold": ",".join(sorted(set(df.threshold_policy.dropna()))),
                 "alpha": ",".join(f"{a:g}" for a in sorted(set(df.alpha.dropna()))),
                 "seeds": _seed_text(df.seed), "budgets": "--quick" if info.get("quick") else ""}
-        written += sensitivity.write_all(df, out_dir, meta, PUBLISHED_DIR, methods, datasets)
+        studies = sensitivity.write_all(df, out_dir, meta, PUBLISHED_DIR, methods, datasets)
+        written += studies
+        if studies:
+            sections.append(_study_section(out_dir, studies))
     if html and not variant:
         from bench import html as page
 
@@ -391,6 +394,27 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
     secs.append((f"figures{anchor}", f"Figures{tag}",
                  "".join(imgs) + f'<div class="grid">{"".join(grid)}</div>'))
     return files, secs
+
+
+def _cell_text(v) -> str:
+    return (f"{v:.3f}" if np.isfinite(v) else "") if isinstance(v, float) else str(v)
+
+
+def _study_section(out_dir: Path, files: list[Path]) -> tuple[str, str, str]:
+    """index.html's section for the sweeps' and contamination's figures and tables."""
+    from bench import html as page
+
+    body = [page.figure(p.relative_to(out_dir).as_posix(), p.stem.replace("-", " "))
+            for p in files if p.suffix == ".png"]
+    for csv in (p for p in files if p.suffix == ".csv"):
+        md = csv.with_suffix(".md")
+        first = md.read_text(encoding="utf-8").splitlines()[0] if md.is_file() else ""
+        caption = first.removeprefix("<!-- ").removesuffix(" -->")
+        table = pd.read_csv(csv)
+        text = table.apply(lambda col: col.map(_cell_text))
+        body.append(f"<h3>{page.esc(csv.stem)}</h3><p class=\"note\">{page.esc(caption)}</p>"
+                    + page.table(text, f"table-{csv.stem}", table.apply(pd.to_numeric, errors="coerce")))
+    return ("sensitivity", "Sensitivity and contamination", "".join(body))
 
 
 def summary_lines(out_dir, keys=None) -> list[str]:

@@ -198,3 +198,16 @@ def test_only_the_table_with_paper_values_says_it_has_them(tmp_path):
     assert "paper values read off its Figure 9" in ap.splitlines()[0] and "(ours / paper)" in ap
     assert "paper values" not in auc and "/ paper" not in auc  # the paper's Figure 9 has AP only
     assert auc.splitlines()[0] == "<!-- AUC per swept value, mean +- std over seeds; protocol paper -->"
+
+
+def test_index_html_shows_the_sensitivity_figures_and_tables(tmp_path):
+    """They were written beside the page but not on it."""
+    from _stores import make_store
+
+    make_store(tmp_path, {(f"ocsvm[nu={nu}]", d): 1.0 + nu for nu in (0.05, 0.1, 0.2)
+                          for d in ("letter", "cardio")})
+    assert main(["report", "--out", str(tmp_path), "--published", "none"]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'id="sensitivity"' in page and "Sensitivity and contamination" in page
+    assert 'src="figures/sensitivity-ocsvm-nu-ap.png"' in page
+    assert 'id="table-sensitivity-ap"' in page and "AP per swept value, mean +- std over seeds" in page

@@ -126,3 +126,20 @@ def test_compare_of_a_few_methods_draws_without_a_matplotlib_warning(tmp_path, c
         warnings.simplefilter("error", UserWarning)
         assert main(["compare", "--results", str(tmp_path)]) == 0
     assert (tmp_path / "compare" / "compare-wang2020-kbs-auc.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_page_says_which_threshold_policy_made_each_recall(tmp_path):
+    """The page showed two recall values for one cell (tables: the stored policy, reproduction: the
+    paper's) without saying so."""
+    make_store(tmp_path, {(m, d): 1.0 for m in ("hbos", "iforest") for d in ("letter", "cardio")},
+               policy="percentile")
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    tables = page.split('<section id="tables">')[1].split("</section>")[0]
+    repro = page.split('<section id="reproduction">')[1].split("</section>")[0]
+    assert "Protocol paper; threshold percentile, alpha 0.1" in tables
+    from html import escape
+
+    assert escape("Protocol paper; threshold paper (kde for the reconstruction-based methods, PyOD's "
+                  "percentile for the others), alpha 0.1") in repro
+    assert escape("recall and F1 of this section are under the paper's own threshold policy") in repro

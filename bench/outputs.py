@@ -374,9 +374,10 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
             body = (f'<p class="note">{page.esc(pub.meta.get("source", pub.name))} of '
                     f'{page.esc(pub.meta.get("citation", ""))}; published values are shown as '
                     "published (one run per cell) and never enter our means or ranks.</p>"
-                    f'<p class="note">{page.esc(context_line(runs, info))}: recall and F1 of this '
-                    "section are under the paper's own threshold policy, whatever the metric tables "
-                    "use (their captions say which), so the two may differ for one cell.</p><ul>"
+                    + '<p class="note">' + page.esc(
+                        f"{context_line(runs, info)}: recall and F1 of this section are under the "
+                        "paper's own threshold policy, whatever the metric tables use (their captions "
+                        "say which), so the two may differ for one cell.") + "</p><ul>"
                     + "".join(f"<li>{page.esc(x)}</li>" for x in compare.summary_lines(cmp))
                     + "</ul>"
                     + "".join(page.figure(p.relative_to(out_dir).as_posix(),

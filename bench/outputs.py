@@ -381,8 +381,9 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
                     + "".join(f"<li>{page.esc(x)}</li>" for x in compare.summary_lines(cmp))
                     + "</ul>"
                     + "".join(page.figure(p.relative_to(out_dir).as_posix(),
-                                          f"{p.stem.rsplit('-', 1)[1].upper()}: our seeds (dots) "
-                                          "and the published value (diamond)")
+                                          f"{p.stem.rsplit('-', 1)[1].upper()}: ours minus "
+                                          "published (dots: seeds; bar and diamond: our range and "
+                                          "mean; 0: the published value)")
                               for p in made if p.suffix == ".png")
                     + page.table(text, f"reproduction{anchor}-table", sortv))
             secs.append((f"reproduction{anchor}", f"Reproduction of {pub.name}{tag}", body))

@@ -143,3 +143,22 @@ def test_the_page_says_which_threshold_policy_made_each_recall(tmp_path):
     assert escape("Protocol paper; threshold paper (kde for the reconstruction-based methods, PyOD's "
                   "percentile for the others), alpha 0.1") in repro
     assert escape("recall and F1 of this section are under the paper's own threshold policy") in repro
+
+
+def test_the_figure_draws_ours_minus_published_on_a_scale_that_shows_the_difference(tmp_path, monkeypatch):
+    """AP was drawn on a 0-1 axis where differences of 0.01-0.06 could not be seen."""
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    monkeypatch.setattr(plt, "close", lambda fig: drawn.append(fig))
+    runs = make_store(tmp_path, {("hbos", "letter"): 1.0}, seeds=(0, 1, 2))
+    pub = compare.load_published("wang2020-kbs")
+    compare.run(runs.assign(threshold_extreme=""), pub, tmp_path / "cmp")
+    published = pub.values[(pub.values.method == "hbos") & (pub.values.dataset == "letter")].ap.iloc[0]
+    ap = next(f for f in drawn if f._suptitle.get_text().startswith("AP: ours minus published"))
+    ax = ap.axes[0]
+    dots = np.sort(ax.collections[0].get_offsets()[:, 0])
+    np.testing.assert_allclose(dots, np.sort(runs.ap.to_numpy() - published))
+    lo, hi = ax.get_xlim()
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(1.1 * np.abs(dots).max())
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_color() == "#d62728"] == [0.0]

@@ -153,7 +153,7 @@ def test_list_says_what_a_plugin_does_not_declare(plugin, capsys):
     ''', "bare.py")
     assert main(["list", "--plugin", path, "bare"]) == 0
     out = capsys.readouterr().out
-    assert f"(Bare, no version declared)" in out and "version 2" not in out
+    assert "(Bare, no version declared)" in out and "version 2" not in out
     assert "  parameters: none\n" in out and "parameters (value" not in out
     assert main(["list", "--plugin", path, "loose"]) == 0
     out = capsys.readouterr().out

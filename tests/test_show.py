@@ -1,7 +1,5 @@
 """`show`: one method's AUC, AP, recall and F1 per seed and per dataset, or every method's summary, in
 the terminal (no need to open runs.csv)."""
-import numpy as np
-import pandas as pd
 import pytest
 
 from _stores import make_store, record

@@ -36,6 +36,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from bench import params as _params
+from bench.interrupts import method_failure
 
 
 class TrainingDiverged(RuntimeError):
@@ -88,6 +89,8 @@ class Detector(BaseEstimator):
         for det, X in zip(detectors, X_trains):
             try:
                 out.append(det.fit(X))
-            except Exception as exc:  # noqa: BLE001 - recorded as the member's failure
+            except BaseException as exc:  # noqa: BLE001 - recorded as the member's failure ...
+                if not method_failure(exc):
+                    raise  # ... unless it is the user's Ctrl-C
                 out.append(exc)
         return out

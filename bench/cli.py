@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -36,6 +36,9 @@ def _names(text: str) -> list[str]:
     return names
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '٣' and '³', which int() reads or rejects
+
+
 def _seeds(text: str) -> list[int]:
     """``0,1,2``, ``0-4`` or both (``0-2,7``); a repeated seed is counted once, at most MAX_SEEDS."""
     from bench.config import MAX_SEEDS
@@ -46,7 +49,7 @@ def _seeds(text: str) -> list[int]:
     ranges = []
     for part in _csv(text):
         a, sep, b = part.partition("-")
-        if not (a.strip().isdigit() and (not sep or b.strip().isdigit())):
+        if not (_ASCII_DIGITS.fullmatch(a.strip()) and (not sep or _ASCII_DIGITS.fullmatch(b.strip()))):
             raise bad
         lo, hi = int(a), int(b) if sep else int(a)
         if lo > hi:
@@ -134,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="a Python file that registers methods (@register); repeatable")
 
     r = sub.add_parser("run", parents=[plug], help="run an experiment (skips runs already stored as ok)")
-    r.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment TOML (default: %(default)s)")
+    r.add_argument("--config", help=f"experiment TOML (default: {DEFAULT_CONFIG}; with --sweep and no "
+                   "--methods, only its datasets, seeds and overrides)")
     r.add_argument("--methods", type=_methods, help="comma-separated method specs, e.g. advae,ocsvm[nu=0.05]")
     r.add_argument("--datasets", type=_names,
                    help="comma-separated catalogued dataset names and/or files of your own (.mat, .npz, .csv)")
@@ -186,6 +190,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="where to write compare-<published>.{csv,md} and figures "
                      "(default: <results>/compare)")
 
+    sh = sub.add_parser("show", help="print a store's numbers: one method's AUC, AP, recall and F1 per seed "
+                        "and per dataset, or (no METHOD) every method's summary")
+    sh.add_argument("method", nargs="?", help="a spec or a method name (every spec of it), e.g. advae")
+    sh.add_argument("--results", default=str(REPO_ROOT / "results" / "paper"),
+                    help="result directory (default: %(default)s)")
+    sh.add_argument("--threshold", help="recall and F1 under this threshold policy (default: the stored one)")
+    sh.add_argument("--alpha", type=float, help="recall and F1 with this alpha (default: the stored one)")
+
     lst = sub.add_parser("list", parents=[plug], help="list methods, datasets (and where they were found), protocols and "
                                       "threshold policies; `list METHOD` shows a method's parameters")
     lst.add_argument("method", nargs="?", help="a method or spec, e.g. advae, ocsvm[nu=0.05] or pyod:KNN")
@@ -202,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--protocol", help="rank the runs of this protocol (needed when the stores hold "
                     "several)")
     lb.add_argument("--out", help="where to write leaderboard-<metric>.*, cd-<metric>.png/svg and "
-                    "wilcoxon-<metric>.csv (default: <results>/leaderboard)")
+                    "wilcoxon-<metric>.csv (default: <results>/leaderboard of the first --results DIR)")
 
     # Subcommands that definition modules contribute (adVAE's reference and perf, methods/advae_tools.py)
     from bench import registry
@@ -225,25 +237,30 @@ def _load_plugins(a) -> None:
 def _cmd_run(a) -> int:
     from bench import config, executors, outputs, runner
 
-    base = config.load(a.config)
+    base = config.load(a.config or DEFAULT_CONFIG)
+    methods = a.methods
+    if a.sweep and a.config is None and methods is None:
+        methods = []  # the sweep alone, not added to the default roster
+        print(f"note: --sweep without --config or --methods runs the sweep alone, with the datasets, seeds "
+              f"and overrides of {DEFAULT_CONFIG.relative_to(REPO_ROOT)}", file=sys.stderr)
     protocol = a.protocol
     if protocol is None and a.datasets and base.protocol == "paper" \
             and config.default_protocol(a.datasets) != "paper":
         protocol = config.default_protocol(a.datasets)  # own files have no paper split: resample
         print(f"note: protocol {protocol} (the paper protocol is defined for the catalogued datasets "
               "only)", file=sys.stderr)
-    exp = base.restrict(a.methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
+    exp = base.restrict(methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
                        a.label_col, a.time_limit)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")
             + ("-quick" if a.quick else ""))
     out = Path(a.out) if a.out else REPO_ROOT / "results" / name
-    workers = a.workers or os.cpu_count() or 1
+    workers = executors.check_workers(a.workers, a.scheduler)  # cores and memory bound it, every executor
     executor = executors.make(a.executor, workers, a.scheduler)
-    print(f"experiment {exp.name}: {len(exp.methods)} methods x {len(exp.datasets)} datasets x "
-          f"{len(exp.seeds)} seeds, protocol {exp.protocol}, threshold {exp.threshold} "
-          f"(alpha {exp.alpha}) -> {out}", file=sys.stderr)
+    print(f"experiment {exp.name}: {plural(len(exp.methods), 'method')} x "
+          f"{plural(len(exp.datasets), 'dataset')} x {plural(len(exp.seeds), 'seed')}, protocol "
+          f"{exp.protocol}, threshold {exp.threshold} (alpha {exp.alpha}) -> {out}", file=sys.stderr)
     try:
         with runner.sigterm_as_interrupt():
             try:
@@ -260,24 +277,38 @@ def _cmd_run(a) -> int:
               file=sys.stderr)
         return 143 if isinstance(exc, runner.Terminated) else 130
     outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
-    # The summary is this invocation's: failures an earlier run left in the store are not repeated.
-    print(f"{counts['total']} runs: {counts['skipped']} already stored, {counts['ok']} ok, "
+    # The summary (stdout; progress and notes went to stderr) is this invocation's: failures an
+    # earlier run left in the store are not repeated.
+    print(f"{plural(counts['total'], 'run')}: {counts['skipped']} already stored, {counts['ok']} ok, "
           f"{counts['failed']} failed, {counts['degenerate']} degenerate"
           + (f", {counts['timeout']} over the time limit of {exp.time_limit:g} s (status timeout)"
-             if counts.get("timeout") else ""), file=sys.stderr)
+             if counts.get("timeout") else ""))
     if counts["total"] > counts["skipped"]:
-        print(runner.utilisation_line(counts["utilisation"]), file=sys.stderr)
+        print(runner.utilisation_line(counts["utilisation"]))
     for line in outputs.summary_lines(out, counts["keys"])[1:]:
-        print(line, file=sys.stderr)
+        print(line)
     if not a.no_report:
         written = outputs.build_report(out, training_curves=a.training_curves)
-        print(f"wrote {len(written)} files: runs.csv, tables/, figures/, leaderboard/, compare/ and "
-              f"index.html in {out}", file=sys.stderr)
+        print(f"wrote {plural(len(written), 'file')} in {out}: {_written_parts(out, written)}")
     if counts["failed"]:
-        print(f"{counts['failed']} runs failed (listed above, errors in runs.csv): exit status 1",
+        print(f"{plural(counts['failed'], 'run')} failed (listed above, errors in runs.csv): exit status 1",
               file=sys.stderr)
         return 1
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    """``plural(1, "method")`` -> ``1 method``; ``plural(2, "method")`` -> ``2 methods``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _written_parts(out: Path, written: list[Path]) -> str:
+    """What a report wrote, by its top-level entries (``runs.csv, tables/, ...``): only those."""
+    parts = []
+    for p in written:
+        rel = Path(p).relative_to(out).parts
+        parts.append(rel[0] + ("/" if len(rel) > 1 else ""))
+    return ", ".join(dict.fromkeys(parts))
 
 
 def _cmd_report(a) -> int:
@@ -285,6 +316,10 @@ def _cmd_report(a) -> int:
 
     order = config.load(a.config) if a.config else None
     published = None if a.published.lower() == "none" else a.published
+    if published not in (None, "auto"):
+        from bench import compare
+
+        compare.load_published(published)  # an unknown table is bad input, as for `compare`: exit 2
     written = outputs.build_report(a.out, a.threshold, a.alpha,
                                    order.methods if order else None,
                                    order.dataset_names if order else None, a.training_curves,
@@ -315,6 +350,12 @@ def _cmd_leaderboard(a) -> int:
     from bench import leaderboard, outputs
 
     dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
+    seen: dict[Path, str] = {}
+    for d in dirs:
+        if Path(d).resolve() in seen:
+            raise BenchError(f"--results names one directory twice ({seen[Path(d).resolve()]} and {d}); "
+                             "give each result directory once")
+        seen[Path(d).resolve()] = d
     frames = {d: outputs.load_runs(d, a.threshold, with_blobs=a.metric == "f1") for d in dirs}
     runs = leaderboard.merge(frames, a.protocol)
     if a.metric == "f1":
@@ -328,12 +369,21 @@ def _cmd_leaderboard(a) -> int:
         info = {"quick": any(quick)} if None not in quick else {}
     context = outputs.context_line(runs, info)
     lb = leaderboard.build(runs, a.metric, a.baseline, context)
-    out = Path(a.out) if a.out else (Path(dirs[0]) / "leaderboard" if len(dirs) == 1
-                                     else REPO_ROOT / "results" / "leaderboard")
+    out = Path(a.out) if a.out else Path(dirs[0]) / "leaderboard"  # as --help says
     written = leaderboard.write(lb, out)
     print(leaderboard.to_text(lb))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_show(a) -> int:
+    from bench import outputs, show
+
+    runs = outputs.load_runs(a.results, a.threshold, a.alpha,
+                             with_blobs=a.threshold is not None or a.alpha is not None)
+    context = f"{a.results}: " + outputs.context_line(runs, outputs.experiment_info(a.results))
+    print(show.text(runs, context, a.method), end="")
     return 0
 
 
@@ -396,9 +446,14 @@ def _list_method(spec: str) -> int:
     if ent.make is not None:  # a namespaced adapter (pyod:): the library class's own parameters
         shown = {**det._make().get_params(deep=False), **(det.params or {})}
     print(f"{name}: {ent.description}")
-    print(f"  defined in {inspect.getsourcefile(ent.cls)} ({ent.cls.__name__}, version "
-          f"{getattr(ent.cls, 'version', '1')})")
-    print("  parameters (value in this spec; what it accepts):")
+    print(f"  defined in {inspect.getsourcefile(ent.cls)} ({ent.cls.__name__}, {_version_text(ent.cls)})")
+    if not shown:
+        print("  parameters: none")
+    else:
+        print("  parameters (value in this spec; what it accepts):")
+    if shown and ent.make is None and not ent.cls.parameter_constraints:
+        print(f"  ({name} declares no parameter_constraints: a value it does not take is found only "
+              "inside fit and fails its runs, instead of being refused before any work)")
     width = max([len(k) for k in shown] or [0])
     for key, value in shown.items():
         allowed = ent.cls.parameter_constraints.get(key) if ent.make is None else None
@@ -415,7 +470,16 @@ def _list_method(spec: str) -> int:
         what = f"runs (seeds and settings of {', '.join(free)})" if free else "seeds"
         print(f"  up to {ent.cls.max_group_size} {what} train together as one stack")
     return 0
-    return 0
+
+
+def _version_text(cls: type) -> str:
+    """``version 3`` when the method (not the Detector base class) declares one."""
+    from bench.base import Detector
+
+    owner = next((c for c in cls.__mro__ if "version" in vars(c)), None)
+    if owner is None or owner is Detector:
+        return "no version declared"
+    return f"version {cls.version}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,15 +487,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["run"]
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()  # imports the method definitions (torch): a Ctrl-C here is an interrupt too
+        args = parser.parse_args(argv)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
-        _parser().print_help()
+        parser.print_help()
         return 2
     builtin = {"run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare,
-               "leaderboard": _cmd_leaderboard, "list": _cmd_list}
+               "leaderboard": _cmd_leaderboard, "list": _cmd_list, "show": _cmd_show}
     if args.command in builtin:
         handler = builtin[args.command]
     else:
@@ -452,6 +520,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (OSError, sqlite3.Error) as exc:  # during the work (disk full, file vanished...): status 1
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {type(exc).__name__}: {exc}{where}; results computed so far are stored",
-              file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}{where}", file=sys.stderr)  # (run says what it stored)
         return 1

@@ -235,8 +235,10 @@ def markdown(cmp: pd.DataFrame, pub: Published, context: str = "", missing=()) -
 
 def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
            seeds: pd.DataFrame | None = None) -> Path:
-    """One panel per dataset, one row per method: our seeds as dots, the published value as a red
-    diamond (hollow where the paper states no threshold for a recall/F1 cell)."""
+    """One panel per dataset, one row per method: ours minus the published value, so who is above
+    and by how much shows even where the differences are a few hundredths (AP on a 0-1 axis hid
+    them). Dots: each seed; bar: our seeds' range; diamond: our mean (hollow where the paper states
+    no threshold for a recall/F1 cell). The line at 0 is the published value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,37 +247,49 @@ def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
     sub = cmp[cmp.metric == metric]
     methods = list(dict.fromkeys(sub.method))[::-1]  # first method on top
     datasets = list(dict.fromkeys(sub.dataset))
+    # fixed room for the two-line title, the panel titles, the x axis and the legend, plus a row per
+    # method (with less, matplotlib cannot lay one method out and warns "Tight layout not applied")
     fig, axes = plt.subplots(1, len(datasets), figsize=(2.4 * len(datasets) + 1.6,
-                                                         0.9 + 0.3 * len(methods)),
+                                                         2.0 + 0.3 * len(methods)),
                              sharey=True, squeeze=False)
+    reach = 0.01
     for ax, d in zip(axes[0], datasets):
+        ax.axvline(0.0, color="#d62728", lw=1, zorder=1)
         for y, m in enumerate(methods):
             row = sub[(sub.method == m) & (sub.dataset == d)]
-            if row.empty:
+            if row.empty or not np.isfinite(row.iloc[0].published):
                 continue
             r = row.iloc[0]
             if seeds is not None:
                 vals = seeds[(seeds.spec == r.spec) & (seeds.dataset == d)][metric].astype(float)
-                ax.scatter(vals, np.full(len(vals), y), s=14, color="#1f77b4", alpha=0.75, zorder=2,
-                           label="ours (one dot per seed)" if y == 0 else None, linewidths=0)
-            hollow = not r["threshold_stated"]
-            ax.scatter([r.published], [y], marker="D", s=30, zorder=3,
-                       facecolors="none" if hollow else "#d62728", edgecolors="#d62728",
-                       label="published" if y == 0 else None)
+                diffs = vals.to_numpy() - r.published
+                ax.scatter(diffs, np.full(len(diffs), y), s=12, color="#1f77b4", alpha=0.75, zorder=2,
+                           linewidths=0)
+                reach = max(reach, *np.abs(diffs[np.isfinite(diffs)]), 0)
+            if np.isfinite(r["min"]) and np.isfinite(r["max"]):
+                ax.plot([r["min"] - r.published, r["max"] - r.published], [y, y], color="#1f77b4",
+                        lw=1.2, zorder=2)
+            if np.isfinite(r["mean"]):
+                hollow = not r["threshold_stated"]
+                ax.scatter([r["mean"] - r.published], [y], marker="D", s=28, zorder=3,
+                           facecolors="none" if hollow else "#1f77b4", edgecolors="#1f77b4")
+                reach = max(reach, abs(r["mean"] - r.published))
         ax.set_title(d, fontsize=10)
-        ax.set_xlim(-0.02, 1.02)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
+    for ax in axes[0]:  # one symmetric scale for every panel: above and below read alike
+        ax.set_xlim(-1.1 * reach, 1.1 * reach)
     axes[0, 0].set_yticks(range(len(methods)), methods, fontsize=8)
     axes[0, 0].set_ylim(-0.7, len(methods) - 0.3)
-    handles = [plt.Line2D([], [], ls="", marker="o", color="#1f77b4", label="ours (one dot per seed)"),
-               plt.Line2D([], [], ls="", marker="D", color="#d62728", label="published")]
+    handles = [plt.Line2D([], [], ls="", marker="o", color="#1f77b4", label="a seed"),
+               plt.Line2D([], [], ls="-", marker="D", color="#1f77b4", label="our mean and range"),
+               plt.Line2D([], [], ls="-", color="#d62728", label="published (0)")]
     if metric in THRESHOLD_METRICS:
-        handles.append(plt.Line2D([], [], ls="", marker="D", markerfacecolor="none",
-                                  color="#d62728", label="published, threshold not stated"))
+        handles.append(plt.Line2D([], [], ls="", marker="D", markerfacecolor="none", color="#1f77b4",
+                                  label="paper states no threshold"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)}: our seeds and the published value"
+    fig.suptitle(f"{METRIC_NAMES.get(metric, metric)}: ours minus published (right of 0: ours higher)"
                  + (f"\n{context}" if context else ""), fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)

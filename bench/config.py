@@ -37,20 +37,90 @@ written here replaces the base's, and the base's ``[[override]]`` blocks come fi
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench import BenchError, data, registry
-from bench.params import MAX_SEED
+from bench.params import MAX_SEED, Check, Interval, InvalidParameter, check as check_values
 from bench.protocols import parse_protocol, protocol_name
 from bench.thresholds import POLICIES
 
 #: At most this many seeds per invocation (a typo such as 0-99999 would otherwise queue 10^5 runs).
 MAX_SEEDS = 1000
 
-_KEYS = {"base", "name", "description", "protocol", "seeds", "threshold", "alpha", "datasets", "methods",
-         "override", "sweep", "contamination", "label_col", "time_limit"}
+
+
+def _text_list(what: str) -> Check:
+    return Check(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), f"a list of {what}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _tables(example: str) -> Check:
+    return Check(lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+                 f"a list of tables ({example})")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SEED = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED,
+              f"an integer from 0 to {MAX_SEED}")
+
+#: What each key of a config takes (bench.params constraints, as for a method's parameters): checked
+#: per file before anything is built, so a wrong type is one error line naming the key, not a traceback.
+SCHEMA = {
+    "base": [Check(lambda v: isinstance(v, str) and v.strip() != "", 'a file name, e.g. "paper.toml"')],
+    "name": [Check(lambda v: isinstance(v, str) and _NAME.fullmatch(v) is not None,
+                   "a name of letters, digits, '.', '-' and '_' (it names the results folder; no path "
+                   "separators)")],
+    "description": [str],
+    "protocol": [str],
+    "seeds": [_SEED, Check(lambda v: isinstance(v, list) and v != [] and all(_SEED.accepts(x) for x in v),
+                           f"a non-empty list of integers from 0 to {MAX_SEED}")],
+    "threshold": [str],
+    "alpha": [Interval(float, 0, 1, closed="neither")],
+    "datasets": [str, _text_list("dataset names or files")],
+    "methods": [str, _text_list("method specs")],
+    "override": [_tables("[[override]] blocks with methods, datasets and params")],
+    "sweep": [_tables("[[sweep]] blocks with methods, param and values")],
+    "contamination": [Interval(float, 0, 1),
+                      Check(lambda v: isinstance(v, list) and all(Interval(float, 0, 1).accepts(x) for x in v),
+                            "a list of numbers in [0, 1]")],
+    "label_col": [str],
+    "time_limit": [Interval(float, 0, None, closed="neither")],
+}
+OVERRIDE_SCHEMA = {
+    "methods": [str, _text_list("method names")],
+    "datasets": [str, _text_list("dataset names")],
+    "params": [Check(lambda v: isinstance(v, dict), "a table, e.g. params = { m_x = 2.0 }")],
+}
+SWEEP_SCHEMA = {
+    "methods": [str, _text_list("method specs")],
+    "param": [Check(lambda v: isinstance(v, str) and v.isidentifier(), "a parameter name, e.g. \"m_x\"")],
+    "values": [Check(lambda v: isinstance(v, list) and v != [] and
+                     all(isinstance(x, (str, int, float, bool)) for x in v),
+                     "a non-empty list of values, e.g. [1.0, 2.0]")],
+}
+_KEYS = set(SCHEMA)
+
+
+def check_schema(where: str, schema: dict, raw: dict, required=()) -> None:
+    """BenchError for a key ``schema`` does not have, a missing required key, or the first value of
+    the wrong type: ``config x.toml: alpha must be a number in (0, 1), got 'high'``."""
+    unknown = set(raw) - set(schema)
+    if unknown:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(sorted(schema))}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise BenchError(f"{where}: needs {', '.join(required)} (missing {', '.join(missing)})")
+    try:
+        check_values(where, schema, raw)
+    except InvalidParameter as exc:
+        raise BenchError(f"{where}: {exc.detail}") from None
 
 
 @dataclass(frozen=True)
@@ -139,10 +209,12 @@ class Experiment:
                       else self.contamination,
                       label_col=label_col if label_col is not None else self.label_col,
                       time_limit=time_limit if time_limit is not None else self.time_limit)
-        exp.validate()
+        exp.validate(datasets_given=datasets is not None)
         return exp
 
-    def validate(self) -> None:
+    def validate(self, datasets_given: bool = False) -> None:
+        """BenchError for what cannot run; ``datasets_given``: the datasets came from --datasets, so
+        errors about them name that flag, not the config."""
         where = f"config {self.path or self.name}"
         try:
             base, rate = parse_protocol(self.protocol)
@@ -174,7 +246,9 @@ class Experiment:
         names = self.dataset_names
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise BenchError(f"{where}: two datasets are named {twice[0]!r} (an own file is named by its stem); "
+            both = [d for d in self.datasets if data.name_of(d) == twice[0]]
+            raise BenchError(f"{'--datasets' if datasets_given else where}: two datasets are named "
+                             f"{twice[0]!r} ({' and '.join(both)}; an own file is named by its stem); "
                              "rename one")
         own = [d for d in self.datasets if data.is_own(d)]
         if own and base == "paper":
@@ -209,12 +283,9 @@ def _unique(seeds) -> tuple:
     return tuple(dict.fromkeys(seeds))
 
 
-def _as_list(value, what: str, where: str) -> list:
-    if isinstance(value, (str, int)):
-        return [value]
-    if not isinstance(value, list):
-        raise BenchError(f"{where}: {what} must be a list")
-    return value
+def _listed(value) -> list:
+    """A key that takes one value or a list of them (SCHEMA allows both), as a list."""
+    return value if isinstance(value, list) else [value]
 
 
 def _read(path: Path, seen: tuple = ()) -> dict:
@@ -224,18 +295,9 @@ def _read(path: Path, seen: tuple = ()) -> dict:
         raise BenchError(f"config file {str(path)!r} not found{where} (configs live in configs/*.toml)")
     if path.resolve() in seen:
         raise BenchError(f"config {path}: base chain loops back to itself")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"config {path}: not valid TOML ({exc})") from exc
-    unknown = set(raw) - _KEYS
-    if unknown:
-        raise BenchError(f"config {path}: unknown key(s) {', '.join(sorted(unknown))}; "
-                         f"allowed: {', '.join(sorted(_KEYS))}")
+    raw = _parse(path)
     if "base" not in raw:
         return raw
-    if not isinstance(raw["base"], str):
-        raise BenchError(f"config {path}: base must be a file name, e.g. \"paper.toml\"")
     merged = {k: v for k, v in _read(path.parent / raw["base"], (*seen, path.resolve())).items()
               if k not in ("name", "base")}  # the name is this file's, not the base's
     own = {k: v for k, v in raw.items() if k != "base"}
@@ -246,50 +308,51 @@ def _read(path: Path, seen: tuple = ()) -> dict:
     return merged
 
 
+def _parse(path: Path) -> dict:
+    """One config file's keys, each checked against SCHEMA (and its blocks against theirs)."""
+    where = f"config {path}"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                         f"{exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise BenchError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{where}: not valid TOML ({exc})") from exc
+    check_schema(where, SCHEMA, raw)
+    for i, ov in enumerate(raw.get("override", [])):
+        check_schema(f"{where}: override #{i + 1}", OVERRIDE_SCHEMA, ov, ("methods", "datasets", "params"))
+    for i, sw in enumerate(raw.get("sweep", [])):
+        check_schema(f"{where}: sweep #{i + 1}", SWEEP_SCHEMA, sw, ("methods", "param", "values"))
+    return raw
+
+
 def load(path: str | Path) -> Experiment:
+    """The experiment a config file describes (its keys' types already checked against SCHEMA)."""
     path = Path(path)
     raw = _read(path)
-    where = f"config {path}"
-    overrides = []
-    for i, ov in enumerate(raw.get("override", [])):
-        if not isinstance(ov, dict) or set(ov) - {"methods", "datasets", "params"} or \
-                not isinstance(ov.get("params"), dict):
-            raise BenchError(f"{where}: override #{i + 1} needs methods, datasets and a params table")
-        overrides.append(Override(tuple(_as_list(ov.get("methods", []), "override methods", where)),
-                                  tuple(data.expand(_as_list(ov.get("datasets", []), "override datasets",
-                                                             where))),
-                                  dict(ov["params"])))
-    sweeps = []
-    for i, sw in enumerate(raw.get("sweep", [])):
-        if not isinstance(sw, dict) or set(sw) != {"methods", "param", "values"} or \
-                not isinstance(sw.get("param"), str) or not isinstance(sw.get("values"), list) or \
-                not sw["values"]:
-            raise BenchError(f"{where}: sweep #{i + 1} needs methods, param (a name) and values (a "
-                             "non-empty list), e.g. methods = [\"advae\"], param = \"m_x\", "
-                             "values = [1.0, 2.0]")
-        sweeps.append(Sweep(tuple(_as_list(sw["methods"], "sweep methods", where)), sw["param"],
-                            tuple(sw["values"])))
-    methods = list(_as_list(raw.get("methods", []), "methods", where))
-    methods = list(dict.fromkeys([*methods, *(s for sw in sweeps for s in sw.specs())]))
-    try:
-        exp = Experiment(
-            name=str(raw.get("name", path.stem)),
-            protocol=str(raw.get("protocol", default_protocol(raw.get("datasets")))),
-            seeds=_unique(_as_list(raw.get("seeds", [0]), "seeds", where)),
-            threshold=str(raw.get("threshold", "kde")),
-            alpha=float(raw.get("alpha", 0.1)),
-            datasets=tuple(data.expand(_as_list(raw.get("datasets", data.default_datasets()),
-                                                "datasets", where))),
-            methods=tuple(methods),
-            overrides=tuple(overrides),
-            path=str(path),
-            sweeps=tuple(sweeps),
-            contamination=tuple(float(r) for r in _as_list(raw.get("contamination", []),
-                                                            "contamination", where)),
-            label_col=None if raw.get("label_col") is None else str(raw["label_col"]),
-            time_limit=raw.get("time_limit"),
-        )
-    except (TypeError, ValueError) as exc:
-        raise BenchError(f"{where}: {exc}") from exc
+    overrides = tuple(Override(tuple(_listed(ov["methods"])), tuple(data.expand(_listed(ov["datasets"]))),
+                               dict(ov["params"])) for ov in raw.get("override", []))
+    sweeps = [Sweep(tuple(_listed(sw["methods"])), sw["param"], tuple(sw["values"]))
+              for sw in raw.get("sweep", [])]
+    methods = list(dict.fromkeys([*_listed(raw.get("methods", [])), *(s for sw in sweeps for s in sw.specs())]))
+    exp = Experiment(
+        name=raw.get("name", path.stem),
+        protocol=raw.get("protocol", default_protocol(raw.get("datasets"))),
+        seeds=_unique(_listed(raw.get("seeds", [0]))),
+        threshold=raw.get("threshold", "kde"),
+        alpha=float(raw.get("alpha", 0.1)),
+        datasets=tuple(data.expand(_listed(raw.get("datasets", data.default_datasets())))),
+        methods=tuple(methods),
+        overrides=overrides,
+        path=str(path),
+        sweeps=tuple(sweeps),
+        contamination=tuple(float(r) for r in _listed(raw.get("contamination", []))),
+        label_col=raw.get("label_col"),
+        time_limit=raw.get("time_limit"),
+    )
     exp.validate()
     return exp

@@ -6,6 +6,7 @@ rows, NaN or inf in X, non-numeric columns, fewer than ``MIN_NORMALS`` normal ro
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,8 @@ def _read_arrays(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
 
             arrays = {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
         else:
+            if not zipfile.is_zipfile(path):  # np.load would call it "pickled data"
+                raise ValueError("not a zip archive of .npy arrays (write one with np.savez(path, X=X, y=y))")
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:  # noqa: BLE001 - any parse failure: not a readable file of this type

@@ -97,6 +97,26 @@ def _stop_workers(pool: ProcessPoolExecutor, futures) -> None:
             proc.kill()
 
 
+def _how_it_ended(procs) -> str:
+    """Why a pool broke, from its processes' exit codes: one that exited by itself (a method's
+    ``os._exit``, a crash of Python) or was killed by a signal (from outside: the out-of-memory killer,
+    ``kill``). The pool ends its other workers with SIGTERM, so those codes say nothing."""
+    codes = [p.exitcode for p in procs if p.exitcode not in (None, 0, -signal.SIGTERM)]
+    if not codes:
+        return "it was killed from outside (e.g. by the out-of-memory killer or SIGTERM)"
+    code = codes[0]
+    if code > 0:
+        return (f"it exited by itself with status {code} (a method's code called os._exit, or Python "
+                "crashed), it was not killed from outside")
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    if -code == signal.SIGKILL:
+        return f"it was killed by {name} from outside (e.g. by the out-of-memory killer or kill -9)"
+    return f"it was ended by {name} (signal {-code}; a crash such as SIGSEGV is the method's or a library's)"
+
+
 class PoolExecutor(Executor):
     """Worker processes on this machine (spawned, so each starts clean). Groups start in the order
     given (the pool's queue is first in, first out)."""
@@ -117,10 +137,10 @@ class PoolExecutor(Executor):
             for fut in as_completed(futures):
                 on_result(futures[fut], fut.result())
         except BrokenProcessPool as exc:
+            procs = list((getattr(pool, "_processes", None) or {}).values())
             _stop_workers(pool, futures)
-            raise WorkError("a worker process died (killed from outside, e.g. by the out-of-memory "
-                            "killer); finished runs are stored, run the same command again to "
-                            "resume") from exc
+            raise WorkError(f"a worker process died: {_how_it_ended(procs)}; finished runs are stored, run "
+                            "the same command again to resume") from exc
         except BaseException:  # interrupt, SIGTERM, a failing store: the workers stop now
             _stop_workers(pool, futures)
             raise
@@ -266,6 +286,64 @@ class DaskExecutor(Executor):
                 with contextlib.suppress(Exception):
                     self.cluster.close(timeout=10)
         self.client = self.cluster = None
+
+
+#: Memory a worker process needs (Python, torch and numpy imported, one group's arrays and networks):
+#: about 0.35 GiB resident for the largest default group here, with headroom.
+WORKER_MEMORY = 512 * 2**20
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new processes (MemAvailable), or None if the system won't say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil, or it cannot tell
+        return None
+
+
+def max_workers() -> tuple[int, str]:
+    """The most worker processes this machine holds: one per core (each group runs one thread, so more
+    only share the cores), and no more than its available memory takes at WORKER_MEMORY each.
+    Returns (count, why) for messages."""
+    cores = usable_cores()
+    mem = available_memory()
+    by_mem = max(1, mem // WORKER_MEMORY) if mem is not None else cores
+    why = f"{cores} core{'s' if cores != 1 else ''}"
+    if mem is not None:
+        why += f", {mem / 2**30:.1f} GiB of memory available at {WORKER_MEMORY / 2**30:g} GiB per worker"
+    return min(cores, by_mem), why
+
+
+def check_workers(workers: int | None, scheduler: str | None = None) -> int:
+    """The worker count for this machine: ``workers`` if it holds them (BenchError beyond, before
+    anything starts), else (None) as many as it holds. With ``scheduler`` the cluster's own workers run
+    the groups and nothing is started here, so any count passes."""
+    limit, why = max_workers()
+    if workers is None:
+        return limit
+    if workers > limit and not scheduler:
+        shown = str(workers) if workers < 10**12 else f"{str(workers)[:6]}... ({len(str(workers))} digits)"
+        raise BenchError(f"--workers {shown}: this machine holds at most {limit} worker "
+                         f"process{'es' if limit != 1 else ''} ({why}); give at most {limit}, or leave "
+                         "--workers out for one per core")
+    return workers
 
 
 def make(kind: str, workers: int, scheduler: str | None = None) -> Executor:

@@ -81,10 +81,26 @@ def load_runs(out_dir, policy: str | None = None, alpha: float | None = None,
         store.close()
     if df.empty:
         raise BenchError(f"the store in {out_dir} holds no runs yet")
+    df = split_by_checksum(df)
     df["stored_policy"], df["stored_alpha"] = df["threshold_policy"], df["alpha"]
     df = _rethreshold(df, policy, alpha)
     df["threshold_extreme"] = _threshold_extremes(df) if "test_scores" in df else ""
     df["flags"] = df["flags"].fillna("")
+    return df
+
+
+def split_by_checksum(df: pd.DataFrame) -> pd.DataFrame:
+    """A dataset name the store holds for two files' data (a store written before ``run`` refused
+    that) names each by its checksum too, ``mine (sha256 1a2b3c4d)``: tables, figures, the
+    leaderboard and the reproduction report group runs by their data, never by a shared name."""
+    shas = df.groupby("dataset").dataset_sha256.nunique()
+    twice = set(shas[shas > 1].index)
+    if not twice:
+        return df
+    df = df.copy()
+    mask = df.dataset.isin(twice)
+    df.loc[mask, "dataset"] = (df.dataset[mask] + " (sha256 "
+                               + df.dataset_sha256[mask].fillna("unknown").str[:8] + ")")
     return df
 
 
@@ -245,7 +261,10 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         meta = {"threshold": ",".join(sorted(set(df.threshold_policy.dropna()))),
                 "alpha": ",".join(f"{a:g}" for a in sorted(set(df.alpha.dropna()))),
                 "seeds": _seed_text(df.seed), "budgets": "--quick" if info.get("quick") else ""}
-        written += sensitivity.write_all(df, out_dir, meta, PUBLISHED_DIR, methods, datasets)
+        studies = sensitivity.write_all(df, out_dir, meta, PUBLISHED_DIR, methods, datasets)
+        written += studies
+        if studies:
+            sections.append(_study_section(out_dir, studies))
     if html and not variant:
         from bench import html as page
 
@@ -382,12 +401,17 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
             sortv["ours"] = cmp["mean"]
             body = (f'<p class="note">{page.esc(pub.meta.get("source", pub.name))} of '
                     f'{page.esc(pub.meta.get("citation", ""))}; published values are shown as '
-                    "published (one run per cell) and never enter our means or ranks.</p><ul>"
+                    "published (one run per cell) and never enter our means or ranks.</p>"
+                    + '<p class="note">' + page.esc(
+                        f"{context_line(runs, info)}: recall and F1 of this section are under the "
+                        "paper's own threshold policy, whatever the metric tables use (their captions "
+                        "say which), so the two may differ for one cell.") + "</p><ul>"
                     + "".join(f"<li>{page.esc(x)}</li>" for x in compare.summary_lines(cmp))
                     + "</ul>"
                     + "".join(page.figure(p.relative_to(out_dir).as_posix(),
-                                          f"{p.stem.rsplit('-', 1)[1].upper()}: our seeds (dots) "
-                                          "and the published value (diamond)")
+                                          f"{p.stem.rsplit('-', 1)[1].upper()}: ours minus "
+                                          "published (dots: seeds; bar and diamond: our range and "
+                                          "mean; 0: the published value)")
                               for p in made if p.suffix == ".png")
                     + page.table(text, f"reproduction{anchor}-table", sortv))
             secs.append((f"reproduction{anchor}", f"Reproduction of {pub.name}{tag}", body))
@@ -403,6 +427,27 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
     secs.append((f"figures{anchor}", f"Figures{tag}",
                  "".join(imgs) + f'<div class="grid">{"".join(grid)}</div>'))
     return files, secs
+
+
+def _cell_text(v) -> str:
+    return (f"{v:.3f}" if np.isfinite(v) else "") if isinstance(v, float) else str(v)
+
+
+def _study_section(out_dir: Path, files: list[Path]) -> tuple[str, str, str]:
+    """index.html's section for the sweeps' and contamination's figures and tables."""
+    from bench import html as page
+
+    body = [page.figure(p.relative_to(out_dir).as_posix(), p.stem.replace("-", " "))
+            for p in files if p.suffix == ".png"]
+    for csv in (p for p in files if p.suffix == ".csv"):
+        md = csv.with_suffix(".md")
+        first = md.read_text(encoding="utf-8").splitlines()[0] if md.is_file() else ""
+        caption = first.removeprefix("<!-- ").removesuffix(" -->")
+        table = pd.read_csv(csv)
+        text = table.apply(lambda col: col.map(_cell_text))
+        body.append(f"<h3>{page.esc(csv.stem)}</h3><p class=\"note\">{page.esc(caption)}</p>"
+                    + page.table(text, f"table-{csv.stem}", table.apply(pd.to_numeric, errors="coerce")))
+    return ("sensitivity", "Sensitivity and contamination", "".join(body))
 
 
 def summary_lines(out_dir, keys=None) -> list[str]:

@@ -66,6 +66,7 @@ class Command:
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
+_CALLS: list[str] = []  # every name ``register`` was called with, in order (to find clashes)
 _COMMANDS: dict[str, Command] = {}
 _NAMESPACES: dict[str, Callable[[str], MethodEntry]] = {}
 _BROKEN: dict[str, str] = {}  # method module -> why it could not be imported
@@ -79,6 +80,7 @@ def register(name: str, defaults: dict | None = None, description: str | None = 
 
     def deco(cls):
         desc = description if description is not None else first_sentence(cls.__doc__)
+        _CALLS.append(name)
         _REGISTRY[name] = MethodEntry(name, cls, dict(defaults or {}), desc)
         return cls
 
@@ -163,7 +165,7 @@ def _import_plugin(path: str) -> list[str]:
         raise BenchError(f"--plugin {path}: no such file")
     if file.suffix != ".py":
         raise BenchError(f"--plugin {path}: expected a Python file (.py)")
-    before = set(_REGISTRY)
+    before, calls = dict(_REGISTRY), len(_CALLS)
     mod_name = "advae_bench_plugin_" + re.sub(r"\W", "_", file.stem)
     spec = importlib.util.spec_from_file_location(mod_name, file)
     module = importlib.util.module_from_spec(spec)
@@ -172,15 +174,42 @@ def _import_plugin(path: str) -> list[str]:
     sys.modules[mod_name] = module  # so pickling and dataclasses can find it
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file: one line that names it
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's file: one line that names it
         sys.modules.pop(mod_name, None)
-        raise BenchError(f"--plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
-    added = sorted(set(_REGISTRY) - before)
+        _restore(before)
+        why = (f"it called sys.exit({exc.code!r}) while being imported (a plugin file only defines "
+               "and registers methods)" if isinstance(exc, SystemExit)
+               else f"{type(exc).__name__}: {exc}")
+        raise BenchError(f"--plugin {path} failed to import: {why}") from None
+    _check_registered(path, before, _CALLS[calls:])
+    added = sorted(set(_REGISTRY) - set(before))
     if not added:
         raise BenchError(f"--plugin {path} registered no method; decorate its Detector subclass "
                          "with @register(\"my-method\") (from bench.registry import register)")
     _PLUGINS[str(file)] = added
     return added
+
+
+def _restore(before: dict) -> None:
+    """The registry as it was before a plugin that failed was imported."""
+    _REGISTRY.clear()
+    _REGISTRY.update(before)
+
+
+def _check_registered(path: str, before: dict, called: list[str]) -> None:
+    """BenchError (and the registry restored) when a plugin took a name another method holds, or
+    registered something that is not a Detector subclass."""
+    for name in called:
+        old, new = before.get(name), _REGISTRY[name]
+        if old is not None and old.cls is not new.cls:
+            _restore(before)
+            raise BenchError(f"--plugin {path} registers {name!r}, a name already taken by "
+                             f"{old.cls.__module__}.{old.cls.__qualname__}; register it under another name")
+        if not (isinstance(new.cls, type) and issubclass(new.cls, Detector)):
+            _restore(before)
+            what = new.cls.__qualname__ if hasattr(new.cls, "__qualname__") else repr(new.cls)
+            raise BenchError(f"--plugin {path} registers {name!r} as {what}, which is not a Detector; "
+                             "subclass bench.base.Detector (fit, anomaly_score)")
 
 
 def load_plugin(path: str) -> list[str]:
@@ -246,6 +275,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             key = key.strip()
             if not key.isidentifier():
                 raise BenchError(f"malformed method spec {spec!r}: bad parameter name {key!r}")
+            if key in params:
+                raise BenchError(f"malformed method spec {spec!r}: parameter {key!r} is given twice; give it "
+                                 "once")
             params[key] = _parse_value(value)
     return m.group("name"), params
 

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -40,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, registry
+from bench import BenchError, WorkError, data, registry
 from bench.config import Experiment
+from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.metrics import evaluate
 from bench.protocols import SEED_FREE, make_split, rows_used
 from bench.sources import method_digest
@@ -112,6 +114,37 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
     return runs
 
 
+def check_datasets(runs: list[Run], store: Store) -> list[str]:
+    """Before any work: BenchError when a dataset's name is one the store holds for other data (another
+    file with the same stem: results are grouped by name, so they would mix), or two of the run's
+    datasets are the same data. Returns a note for each file whose data the store holds under another
+    name (its runs are that dataset's: the run key holds the data's checksum, not the file's name)."""
+    mine: dict[str, tuple[str, str]] = {}
+    for r in runs:
+        mine.setdefault(r.dataset, (r.dataset_sha256, r.source))
+    seen: dict[str, str] = {}
+    for name, (sha, src) in mine.items():
+        if sha in seen:
+            raise BenchError(f"datasets {seen[sha]} and {src or name} are the same data (sha256 "
+                             f"{sha[:12]}); list one of them")
+        seen[sha] = src or name
+    stored, notes = store.datasets(), []
+    for name, (sha, src) in mine.items():
+        other = {s: f for s, f in stored.get(name, {}).items() if s != sha}
+        if other:
+            old_sha, old_file = next(iter(other.items()))
+            raise BenchError(f"dataset {src or name} is named {name!r}, but the store {store.path} holds runs "
+                             f"of another file under that name ({old_file or 'its path was not recorded'}, "
+                             f"sha256 {old_sha[:12]}; this one's is {sha[:12]}); rename one of the files "
+                             "(results are grouped by dataset name) or choose another --out")
+        for old_name, shas in stored.items():
+            if old_name != name and sha in shas:
+                notes.append(f"note: dataset {src or name} holds the same data as {old_name!r} in "
+                             f"{store.path} ({shas[sha] or 'sha256 ' + sha[:12]}): it is the same dataset, "
+                             f"so its runs are {old_name!r}'s and are shown under that name")
+    return notes
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, job schedulers): handled as an interrupt, with exit status 143."""
 
@@ -125,6 +158,7 @@ def sigterm_as_interrupt():
         return
 
     def handler(signum, frame):
+        note_user_signal()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -219,13 +253,14 @@ def environment() -> dict:
 def _error_text(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {_describe_exc(exc)}{where}"
 
 
 class RunTimeout(BaseException):
-    """A group ran past its time limit (raised by the alarm of ``time_limit``). A BaseException, so
-    that a method's own ``except Exception`` (e.g. ``Detector.fit_group``'s, per member) cannot take
-    it for a failure of one member and go on with the next."""
+    """A group ran past its time limit (raised by the alarm of ``time_limit``). A BaseException that
+    ``interrupts.method_failure`` does not count as a method's failure, so that a method's own
+    ``except Exception`` and ``Detector.fit_group``'s per-member handler cannot take it for a failure
+    of one member and go on with the next."""
 
 
 TIMEOUT_TEXT = "time limit of {:g} s per run exceeded"
@@ -278,7 +313,9 @@ def _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit) -
         fitted = type(dets[0]).fit_group(dets, [s.X_train for s in splits[:len(fit_members)]])
         if len(fitted) != len(fit_members):
             raise RuntimeError(f"fit_group returned {len(fitted)} items for {len(fit_members)} runs")
-    except (RunTimeout, Exception) as exc:  # noqa: BLE001 - the whole group failed or ran out of time
+    except BaseException as exc:  # noqa: BLE001 - the whole group failed (a sys.exit in fit too) ...
+        if not (isinstance(exc, RunTimeout) or method_failure(exc)):
+            raise  # ... but the user's Ctrl-C stops the invocation
         fitted = [exc] * len(fit_members)
     fit_seconds = (time.perf_counter() - t0) / len(fit_members)
 
@@ -288,7 +325,8 @@ def _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit) -
         det = fitted[j]
         rec = {"key": run.key, "method": run.method, "spec": run.spec, "params": run.params_json,
                "dataset": run.dataset, "dataset_sha256": run.dataset_sha256,
-               "protocol": run.protocol, "seed": run.seed, "threshold_policy": policy,
+               "protocol": run.protocol, "seed": run.seed, "dataset_file": run.source,
+               "threshold_policy": policy,
                "alpha": alpha, "fit_seconds": fit_seconds, "group_size": len(fit_members),
                "versions": env["versions"], "git_commit": env["git_commit"], "device": "cpu",
                "y_test": split.y_test, "error": None, "flags": ""}
@@ -304,8 +342,8 @@ def _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit) -
             try:
                 if j not in scored:
                     t1 = time.perf_counter()
-                    tr = np.asarray(det.anomaly_score(split.X_train), dtype=float).reshape(-1)
-                    te = np.asarray(det.anomaly_score(split.X_test), dtype=float).reshape(-1)
+                    tr = _scores(det.anomaly_score(split.X_train))
+                    te = _scores(det.anomaly_score(split.X_test))
                     scored[j] = (tr, te, time.perf_counter() - t1)
                 tr, te, score_seconds = scored[j]
                 rec.update(train_scores=tr, test_scores=te, score_seconds=score_seconds)
@@ -314,11 +352,20 @@ def _fit_and_score(group, splits, fit_members, policy, alpha, env, cls, limit) -
             except RunTimeout:
                 expired = True
                 rec.update(status="timeout", error=TIMEOUT_TEXT.format(limit))
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001
+                if not method_failure(exc):
+                    raise
                 rec.update(status="failed", error=_error_text(exc))
         rec["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
         records.append(rec)
     return records
+
+
+def _scores(values) -> np.ndarray:
+    """A method's scores as floats: a column or row vector becomes (n,); any other shape is kept, so
+    the failure names the shape the method returned, not a flattened one."""
+    arr = np.asarray(values, dtype=float)
+    return arr.reshape(-1) if arr.ndim > 1 and sorted(arr.shape)[:-1] == [1] * (arr.ndim - 1) else arr
 
 
 def _judge(tr, te, split, policy, alpha, family=None) -> dict:
@@ -544,11 +591,18 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
     from bench import executors
 
     runs = expand(exp, data_dir, quick)
-    store = Store(out_dir)
+    store = Store(out_dir, writing=True)  # a read-only store is refused here, before any fit
     try:  # one run per results directory at a time: refuse, naming the holder
         lock = RunLock(out_dir).acquire()
     except BaseException:
         store.close()
+        raise
+    try:
+        for note in check_datasets(runs, store):
+            print(note, file=sys.stderr)
+    except BaseException:
+        store.close()
+        lock.release()
         raise
     own = executor is None
     executor = executors.local_executor(workers) if own else executor
@@ -582,7 +636,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         def on_result(task: Task, result: dict) -> None:
             records = result["records"]
             for rec in records:  # the driver alone writes the store, as results arrive
-                store.put(rec)
+                _put(store, rec)
                 counts[rec["status"]] += 1
             runs_done[0] += len(records)
             bar.update(weights[task.index])
@@ -592,7 +646,9 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
             log.append(task, result)
 
         busy0, t0 = _machine_busy(), time.perf_counter()
-        executor.run(run_task, tasks, (exp.threshold, exp.alpha, env, exp.time_limit), on_result)
+        with user_signals():  # a Ctrl-C is the user's; a method's own KeyboardInterrupt fails its run
+            executor.run(run_task, tasks, (exp.threshold, exp.alpha, env, exp.time_limit), on_result)
+        store.check_same_file()  # never report success over a store that is no longer there
         wall = time.perf_counter() - t0
         busy1 = _machine_busy()
     finally:
@@ -609,6 +665,17 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         "machine_busy": ((busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy0 and busy1
                          and busy1[1] > busy0[1] and executor.on_this_machine else None)}
     return counts
+
+
+def _put(store: Store, rec: dict) -> None:
+    """Store one run; a failing write (disk full...) is a WorkError that says truly what is stored."""
+    try:
+        store.put(rec)
+    except (OSError, sqlite3.Error) as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise WorkError(f"{type(exc).__name__}: {exc}{where} while storing a run in {store.path}; the "
+                        f"{store.puts} runs this invocation finished before it are stored there, the "
+                        "others are not: run the same command again for the rest") from None
 
 
 def utilisation_line(u: dict) -> str:

@@ -31,6 +31,9 @@ from bench.protocols import parse_protocol  # noqa: E402
 
 METRICS = {"ap": "AP", "auc": "AUC"}
 PUBLISHED_NOTE = "paper (read off its Figure 9, about +-0.01)"
+#: A y axis of AP or AUC never spans less than this: a 0.002 wobble of a --quick sweep is drawn as
+#: the flat line it is, not zoomed into a V.
+MIN_SPAN = 0.1
 
 
 # ---- finding the studies --------------------------------------------------------------------------
@@ -121,6 +124,22 @@ def _log_x(values) -> bool:
     return len(nums) >= 2 and max(nums) / min(nums) >= 20
 
 
+def hold_span(ax) -> None:
+    """Widen the y axis to MIN_SPAN around its data (within [0, 1]) when matplotlib zoomed closer, and
+    say so on the axis."""
+    lo, hi = ax.get_ylim()
+    if hi - lo >= MIN_SPAN:
+        return
+    mid = (lo + hi) / 2
+    lo, hi = mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+    if lo < 0:
+        lo, hi = 0.0, MIN_SPAN
+    elif hi > 1.0:
+        lo, hi = 1.0 - MIN_SPAN, 1.0
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel(f"{ax.get_ylabel()}\n(axis spans {MIN_SPAN:g}: the values differ by less)", fontsize=8)
+
+
 def _caption(meta: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in meta.items() if v not in (None, ""))
 
@@ -141,6 +160,7 @@ def write_sweep(df: pd.DataFrame, name: str, param: str, specs: dict, out_dir: P
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         order = [d for d in datasets if d in set(frame.dataset)] + \
             [d for d in dict.fromkeys(frame.dataset) if d not in datasets]
+        starred = False
         for i, dataset in enumerate(order):
             c = colours[i % len(colours)]
             sub = frame[frame.dataset == dataset]
@@ -152,6 +172,7 @@ def write_sweep(df: pd.DataFrame, name: str, param: str, specs: dict, out_dir: P
                 hit = sub[np.isclose(x, cv)]
                 y = float(hit["mean"].iloc[0]) if len(hit) else np.interp(cv, x, sub["mean"])
                 ax.plot([cv], [y], marker="*", ms=12, color=c, mec="black", mew=0.6, ls="none")
+                starred = True
             if pub is not None:
                 p = pub[pub.dataset == dataset].sort_values("value")
                 if len(p):
@@ -160,9 +181,11 @@ def write_sweep(df: pd.DataFrame, name: str, param: str, specs: dict, out_dir: P
             ax.set_xscale("log")
         ax.set_xlabel(param)
         ax.set_ylabel(f"{label} (mean over seeds; band min..max)")
+        hold_span(ax)
         handles, labels = ax.get_legend_handles_labels()
-        handles.append(plt.Line2D([], [], marker="*", ms=10, color="grey", mec="black", ls="none"))
-        labels.append("value used elsewhere (Table 2)")
+        if starred:  # the legend names only what is drawn
+            handles.append(plt.Line2D([], [], marker="*", ms=10, color="grey", mec="black", ls="none"))
+            labels.append("value used elsewhere (Table 2)")
         if pub is not None and len(pub):
             handles.append(plt.Line2D([], [], ls="--", color="grey"))
             labels.append(PUBLISHED_NOTE)
@@ -262,6 +285,7 @@ def write_contamination(df: pd.DataFrame, out_dir: Path, meta: dict,
         ax.set_xlabel("synthetic anomalies in the training rows (%)")
         ax.set_ylabel(f"{label}, mean over {n_d} datasets (band: min..max over seeds)")
         ax.set_title(f"Contaminated training sets (ADASYN): {label}\n{_caption(meta)}", fontsize=8)
+        hold_span(ax)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -310,8 +334,9 @@ def write_all(df: pd.DataFrame, out_dir, meta: dict, published_dir=None,
             written += write_sweep(sub, name, param, specs, out_dir / "figures", m, fig9, datasets)
         for metric, label in METRICS.items():
             table = sensitivity_table(sub, sweeps, metric, fig9, datasets)
+            has_paper = any(str(c).endswith(" paper") for c in table.columns)  # AP of advae only
             caption = (f"{label} per swept value, mean +- std over seeds"
-                       f"{'; paper values read off its Figure 9 (+-0.01)' if fig9 is not None else ''}"
+                       f"{'; paper values read off its Figure 9 (+-0.01)' if has_paper else ''}"
                        f"; {_caption(m)}")
             tdir = out_dir / "tables"
             tdir.mkdir(parents=True, exist_ok=True)

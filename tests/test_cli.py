@@ -111,7 +111,7 @@ def test_list_method_shows_parameters_with_defaults(capsys):
     assert "unknown method 'lfo'" in _err(capsys)
 
 
-@pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "reference", "perf"])
+@pytest.mark.parametrize("cmd", ["run", "report", "compare", "leaderboard", "list", "show", "reference", "perf"])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])
@@ -154,6 +154,7 @@ def test_reference_with_a_truncated_checkpoint_is_a_one_line_error(tmp_path, cap
     (["run", "--seeds", "5-2"], "seed range '5-2' is empty"),
     (["run", "--seeds", "1,x"], "seeds must look like 0,1,2 or 0-4"),
     (["run", "--seeds", "-3"], "seeds must look like"),
+
     (["run", "--workers", "0"], "argument --workers: must be a whole number of worker processes >= 1"),
     (["run", "--workers", "-2"], "worker processes >= 1"),
     (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
@@ -183,3 +184,96 @@ def test_config_seeds_are_bounded(tmp_path, capsys):
     cfg.write_text('methods = ["lof"]\nseeds = [0, 0, 1]\n')
     from bench import config
     assert config.load(cfg).seeds == (0, 1)
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+@pytest.mark.parametrize("workers, cores, memory, message", [
+    ("1000", 2, 24 * 2**30, "--workers 1000: this machine holds at most 2 worker processes (2 cores, 24.0 GiB "
+                            "of memory available at 0.5 GiB per worker); give at most 2, or leave --workers "
+                            "out for one per core"),
+    ("99999999999999999999", 2, 24 * 2**30, "--workers 999999... (20 digits): this machine holds at most 2"),
+    ("8", 16, 2**30, "--workers 8: this machine holds at most 2 worker processes (16 cores, 1.0 GiB of "
+                     "memory available at 0.5 GiB per worker)"),
+])
+def test_workers_are_bounded_by_cores_and_memory(monkeypatch, capsys, executor, workers, cores, memory,
+                                                 message):
+    """`--workers 1000 --executor dask` started a thousand processes on 2 cores until the out-of-memory
+    killer came; `--workers 99999999999999999999` was an OverflowError traceback."""
+    from bench import executors
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: cores)
+    monkeypatch.setattr(executors, "available_memory", lambda: memory)
+    started = []
+    monkeypatch.setattr(executors.Executor, "start", lambda self: started.append(self))
+    assert main(["run", "--config", CLASSICAL, "--methods", "hbos", "--datasets", "letter", "--seeds", "0",
+                 "--workers", workers, "--executor", executor]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"error: {message}")
+    assert started == []
+    assert executors.check_workers(None) == min(cores, memory // executors.WORKER_MEMORY)
+
+
+def test_report_with_an_unknown_published_table_exits_2_like_compare(tmp_path, capsys):
+    """It exited 0 in silence (the reproduction section only said so on the page)."""
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _stores import make_store
+
+    make_store(tmp_path, {("m1", "letter"): 1.0})
+    for argv in (["report", "--out", str(tmp_path)], ["compare", "--results", str(tmp_path)]):
+        assert main([*argv, "--published", "nosuch"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no published table 'nosuch'") and err.count("\n") == 1
+    assert not (tmp_path / "runs.csv").exists()  # checked before any work
+
+
+def test_leaderboard_of_several_stores_writes_where_help_says_and_refuses_one_given_twice(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _stores import make_store
+
+    ds = ("letter", "cardio")
+    make_store(tmp_path / "a", {(m, d): s for d in ds for m, s in (("weak", 0.2), ("mid", 1.0))})
+    make_store(tmp_path / "b", {("strong", d): 3.0 for d in ds})
+    assert main(["leaderboard", "--results", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert f"wrote {tmp_path / 'a' / 'leaderboard' / 'leaderboard-auc.csv'}" in capsys.readouterr().err
+    assert (tmp_path / "a" / "leaderboard" / "leaderboard-auc.csv").is_file()
+    with pytest.raises(SystemExit):
+        main(["leaderboard", "--help"])
+    assert "(default: <results>/leaderboard of the first --results DIR)" in " ".join(
+        capsys.readouterr().out.split())
+    assert main(["leaderboard", "--results", str(tmp_path / "a"), str(tmp_path / "b"),
+                 str(tmp_path / "a") + "/"]) == 2
+    assert capsys.readouterr().err == (f"error: --results names one directory twice ({tmp_path / 'a'} and "
+                                       f"{tmp_path / 'a'}/); give each result directory once\n")
+
+
+def test_ctrl_c_while_the_methods_import_is_an_interrupt_not_a_traceback(monkeypatch, capsys):
+    from bench import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    try:
+        status = main(["list"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped main() (a traceback for the user)")
+    assert status == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--seeds", "\u0663", "seeds must look like 0,1,2 or 0-4 (integers 0 to 4294967295), got '\u0663'"),
+    ("--seeds", "0-\u00b3", "seeds must look like"),  # a superscript three: isdigit(), but not int()
+    ("--methods", "lof[n_neighbors=5,n_neighbors=6]",
+     "malformed method spec 'lof[n_neighbors=5,n_neighbors=6]': parameter 'n_neighbors' is given twice"),
+])
+def test_silently_accepted_input_is_now_refused(tmp_path, capsys, flag, value, message):
+    """An Arabic-Indic three ran seed 3; the second n_neighbors silently won."""
+    argv = {"--seeds": "0", "--methods": "hbos", flag: value}
+    assert main(["run", "--config", CLASSICAL, "--methods", argv["--methods"], "--datasets", "letter",
+                 "--seeds", argv["--seeds"], "--workers", "1", "--no-report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs.sqlite").exists()

@@ -114,3 +114,51 @@ def test_compare_command_writes_report_and_figures(tmp_path, capsys):
         assert (d / f"compare-wang2020-kbs-{metric}.png").read_bytes()[:8] == PNG_MAGIC
     assert main(["compare", "--results", str(tmp_path / "s"), "--published", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: no published table 'nope'")
+
+
+@pytest.mark.parametrize("methods", [("hbos",), ("hbos", "iforest")])
+def test_compare_of_a_few_methods_draws_without_a_matplotlib_warning(tmp_path, capsys, methods):
+    """One or two methods made a figure too short for its title and legend: "Tight layout not applied"."""
+    import warnings
+
+    make_store(tmp_path, {(m, "letter"): 1.0 for m in methods})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert main(["compare", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "compare" / "compare-wang2020-kbs-auc.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_page_says_which_threshold_policy_made_each_recall(tmp_path):
+    """The page showed two recall values for one cell (tables: the stored policy, reproduction: the
+    paper's) without saying so."""
+    make_store(tmp_path, {(m, d): 1.0 for m in ("hbos", "iforest") for d in ("letter", "cardio")},
+               policy="percentile")
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    tables = page.split('<section id="tables">')[1].split("</section>")[0]
+    repro = page.split('<section id="reproduction">')[1].split("</section>")[0]
+    assert "Protocol paper; seeds 0-1; threshold percentile, alpha 0.1" in tables
+    from html import escape
+
+    assert escape("Protocol paper; seeds 0-1; threshold paper (kde for the reconstruction-based methods, PyOD's "
+                  "percentile for the others), alpha 0.1") in repro
+    assert escape("recall and F1 of this section are under the paper's own threshold policy") in repro
+
+
+def test_the_figure_draws_ours_minus_published_on_a_scale_that_shows_the_difference(tmp_path, monkeypatch):
+    """AP was drawn on a 0-1 axis where differences of 0.01-0.06 could not be seen."""
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    monkeypatch.setattr(plt, "close", lambda fig: drawn.append(fig))
+    runs = make_store(tmp_path, {("hbos", "letter"): 1.0}, seeds=(0, 1, 2))
+    pub = compare.load_published("wang2020-kbs")
+    compare.run(runs.assign(threshold_extreme=""), pub, tmp_path / "cmp")
+    published = pub.values[(pub.values.method == "hbos") & (pub.values.dataset == "letter")].ap.iloc[0]
+    ap = next(f for f in drawn if f._suptitle.get_text().startswith("AP: ours minus published"))
+    ax = ap.axes[0]
+    dots = np.sort(ax.collections[0].get_offsets()[:, 0])
+    np.testing.assert_allclose(dots, np.sort(runs.ap.to_numpy() - published))
+    lo, hi = ax.get_xlim()
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(1.1 * np.abs(dots).max())
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_color() == "#d62728"] == [0.0]

@@ -217,8 +217,8 @@ def test_the_readme_recipe_scheduler_worker_run(tmp_path):
                               "--scheduler", address, "--out", str(out), "--no-report"],
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr
-        assert "4 runs: 0 already stored, 4 ok" in run.stderr
-        line = [s for s in run.stderr.splitlines() if s.startswith("cpu utilisation:")]
+        assert "4 runs: 0 already stored, 4 ok" in run.stdout
+        line = [s for s in run.stdout.splitlines() if s.startswith("cpu utilisation:")]
         assert len(line) == 1 and "of 2 cores" in line[0] and f"scheduler {address}" in line[0]
         df = _frame(out)
         assert len(df) == 4 and set(df.status) == {"ok"}

@@ -1,13 +1,16 @@
 """Failures that used to end in a traceback: an output directory that cannot be written, a store that is
 not one. Each is one `error:` line with exit status 2, checked before anything is computed, and no
 file is overwritten."""
+import os
 import shutil
 import sqlite3
 import tempfile
+from pathlib import Path
 
 import pytest
 
-from bench import store as store_module
+from bench import registry, store as store_module
+from bench.base import Detector
 from bench.cli import main
 from bench.data import REPO_ROOT
 from bench.store import Store
@@ -114,3 +117,90 @@ def test_a_write_failure_during_work_is_one_line_and_status_1(tmp_path, capsys, 
     assert main([*QUICK_RUN, "--out", str(tmp_path / "out")]) == 1
     line = _err(capsys)
     assert line.startswith("error: OSError: [Errno 28] No space left on device")
+    assert line.endswith(f"while storing a run in {tmp_path / 'out' / 'runs.sqlite'}; the 0 runs this "
+                         "invocation finished before it are stored there, the others are not: run the same "
+                         "command again for the rest")  # true, not "results computed so far are stored"
+
+
+class _Centre(Detector):
+    """Squared distance to the training mean; ``action`` runs at the start of ``fit``."""
+    action = None
+
+    def __init__(self, random_state=0):
+        self.random_state = random_state
+
+    def fit(self, X):
+        FITS.append(type(self).__name__)
+        if self.action is not None:
+            self.action()
+        self.centre_ = X.mean(0)
+        return self
+
+    def anomaly_score(self, X):
+        return ((X - self.centre_) ** 2).sum(1)
+
+
+FITS: list = []
+
+
+@pytest.fixture
+def store_methods(tmp_path, monkeypatch):
+    """``store-ok`` and ``store-meddle``, whose fit does ``meddle(db)`` to the run's store file."""
+    out = tmp_path / "out"
+    db = out / "runs.sqlite"
+    FITS.clear()
+    registry._load_all()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def define(meddle=None):
+        registry.register("store-ok")(type("StoreOk", (_Centre,), {}))
+        action = staticmethod(lambda: meddle(db)) if meddle else None
+        registry.register("store-meddle")(type("StoreMeddle", (_Centre,), {"action": action}))
+        return out
+
+    return define
+
+
+def _removed(db):
+    db.unlink()
+
+
+def _replaced(db):
+    db.unlink()
+    db.write_bytes(b"")  # another (empty) file under the same name
+
+
+@pytest.mark.parametrize("meddle, what", [(_removed, "removed"), (_replaced, "replaced")])
+def test_a_store_removed_or_replaced_under_a_run_is_an_error_that_says_where_the_runs_went(
+        store_methods, capsys, meddle, what):
+    """It used to end "2 ok", exit 0, over an empty store: the runs went into the deleted file."""
+    out = store_methods(meddle)
+    argv = [*QUICK_RUN, "--methods", "store-ok,store-meddle", "--seeds", "0-1", "--out", str(out)]
+    assert main(argv) == 1
+    line = _err(capsys)
+    assert line.startswith(f"error: result store {out / 'runs.sqlite'} was removed or replaced while this "
+                           "run was writing it; the 3 runs the opened file held (3 of them from this run) "
+                           "were saved in ")
+    saved = Path(line.split("were saved in ")[1].split(": move that file")[0])
+    assert saved.parent == out and saved.name.startswith("runs.recovered-")
+    rows = sqlite3.connect(saved).execute("SELECT spec, seed, status FROM runs ORDER BY spec, seed").fetchall()
+    assert rows == [("store-meddle", 0, "ok"), ("store-ok", 0, "ok"), ("store-ok", 1, "ok")]
+    assert FITS == ["StoreOk", "StoreOk", "StoreMeddle"]  # stopped at once: seed 1 was never fitted
+    if what == "replaced":
+        assert (out / "runs.sqlite").read_bytes() == b""  # the file put in its place is left alone
+
+
+def test_a_read_only_store_is_refused_before_the_first_fit(store_methods, capsys, monkeypatch):
+    """It used to compute everything, then fail saying "results computed so far are stored" (none were)."""
+    out = store_methods()
+    Store(out).close()
+    db = out / "runs.sqlite"
+    db.chmod(0o444)
+    if os.geteuid() == 0:  # root writes to a mode-444 file: open it as SQLite opens one it cannot write
+        real = sqlite3.connect
+        monkeypatch.setattr(store_module.sqlite3, "connect",
+                            lambda path, **kw: real(f"file:{path}?mode=ro", uri=True, **kw))
+    assert main([*QUICK_RUN, "--methods", "store-ok", "--out", str(out)]) == 2
+    assert _err(capsys) == (f"error: result store {db} cannot be written (attempt to write a readonly "
+                            f"database); make it writable (chmod u+w {db}) or choose another --out")
+    assert FITS == []

@@ -122,6 +122,9 @@ def _bad(tmp_path, kind):
     elif kind == "not a .mat file":
         p = tmp_path / "mine.mat"
         p.write_bytes(b"this is not MATLAB")
+    elif kind == "not a zip .npz":
+        p = tmp_path / "mine.npz"
+        p.write_bytes(b"this is not an archive")
     elif kind == ".npz without y":
         p = tmp_path / "mine.npz"
         np.savez(p, X=X)
@@ -149,6 +152,8 @@ def _bad(tmp_path, kind):
     ("fewer than 10 normals", "only 9 normal rows; at least 10 are needed"),
     ("not a .mat file", "cannot read it as .mat"),
     (".npz without y", "no array 'y'"),
+    ("not a zip .npz", "cannot read it as .npz: not a zip archive of .npy arrays (write one with "
+                       "np.savez(path, X=X, y=y))"),  # was "Cannot load file containing pickled data"
     ("unsupported type", "unsupported type '.txt'; use .mat"),
     ("missing file", "nowhere.csv not found"),
     ("catalogued name", "its name 'cardio' is a catalogued dataset's; rename the file"),
@@ -161,3 +166,89 @@ def test_a_bad_file_is_one_error_line(tmp_path, capsys, kind, message):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith(f"error: dataset file {path}") and message in lines[-1], lines[-1]
     assert not (out / "runs.sqlite").exists()
+
+
+def _hbos(path, out, seeds):
+    return main(["run", "--config", CLASSICAL, "--methods", "hbos", "--datasets", str(path), "--seeds", seeds,
+                 "--out", str(out), "--no-report", "--workers", "1"])
+
+
+def test_another_file_under_a_stored_name_is_refused_naming_both_files(tmp_path, capsys):
+    """`report` used to average the two files' runs in one row "mine 0.712 +- 0.407"."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = _csv(tmp_path / "b" / "mine.csv", *_table(seed=1))
+    second = _csv(tmp_path / "a" / "mine.csv", *_table(seed=2))
+    out = tmp_path / "out"
+    assert _hbos(first, out, "0") == 0
+    capsys.readouterr()
+    assert _hbos(second, out, "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    sha1, sha2 = data.sha256_of(first)[:12], data.sha256_of(second)[:12]
+    assert err[-1] == (f"error: dataset {second.resolve()} is named 'mine', but the store {out / 'runs.sqlite'} "
+                       f"holds runs of another file under that name ({first.resolve()}, sha256 {sha1}; this "
+                       f"one's is {sha2}); rename one of the files (results are grouped by dataset name) or "
+                       "choose another --out")
+    assert list(Store(out).frame().seed) == [0]  # nothing ran
+
+
+def test_a_file_with_the_content_of_a_stored_one_is_said_to_be_that_dataset(tmp_path, capsys):
+    X, y = _table()
+    first = _csv(tmp_path / "mine.csv", X, y)
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(first.read_bytes())
+    out = tmp_path / "out"
+    assert _hbos(first, out, "0") == 0
+    capsys.readouterr()
+    assert _hbos(copy, out, "0") == 0
+    captured = capsys.readouterr()
+    err = captured.err
+    assert (f"note: dataset {copy.resolve()} holds the same data as 'mine' in {out / 'runs.sqlite'} "
+            f"({first.resolve()}): it is the same dataset, so its runs are 'mine''s and are shown under that "
+            "name") in err
+    assert "1 run: 1 already stored" in captured.out
+    assert _hbos(f"{first},{copy}", tmp_path / "both", "0") == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"error: datasets {first.resolve()} and {copy.resolve()} are the same data (sha256 "
+        f"{data.sha256_of(first)[:12]}); list one of them")
+
+
+def test_report_groups_runs_by_dataset_checksum(tmp_path):
+    """A store written before the refusal above holds two files under one name: every table keeps
+    them apart."""
+    import sys
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from _stores import record
+
+    out = tmp_path / "out"
+    store = Store(out)
+    for seed, sha, sep in [(0, "aaaaaaaa11", 0.0), (1, "bbbbbbbb22", 9.0)]:
+        store.put(record("hbos", "mine", seed, sep, protocol="resample", sha=sha))
+    store.close()
+    assert main(["report", "--out", str(out), "--published", "none"]) == 0
+    auc = pd.read_csv(out / "tables" / "auc.csv")
+    assert [c for c in auc.columns if c.endswith("_mean")] == ["mine (sha256 aaaaaaaa)_mean",
+                                                               "mine (sha256 bbbbbbbb)_mean"]
+    assert auc["mine (sha256 aaaaaaaa)_n_ok"].tolist() == [1] and auc["mine (sha256 bbbbbbbb)_n_ok"].tolist() == [1]
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs.dataset) == ["mine (sha256 aaaaaaaa)", "mine (sha256 bbbbbbbb)"]
+
+
+def test_a_store_from_before_the_dataset_file_column_is_read_and_extended(tmp_path):
+    import sqlite3
+
+    from bench.store import COLUMNS
+
+    out = tmp_path / "out"
+    out.mkdir()
+    con = sqlite3.connect(out / "runs.sqlite")
+    con.execute(f"CREATE TABLE runs ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
+    con.execute("INSERT INTO runs (key, dataset, dataset_sha256) VALUES ('k', 'mine', 'abc')")
+    con.commit()
+    con.close()
+    reader = Store(out)
+    assert reader.frame().dataset_file.tolist() == [None] and reader.datasets() == {"mine": {"abc": ""}}
+    reader.close()
+    writer = Store(out, writing=True)
+    writer.put({"key": "k2", "dataset": "mine", "dataset_sha256": "abc", "dataset_file": "/x/mine.csv"})
+    assert writer.datasets() == {"mine": {"abc": "/x/mine.csv"}}
+    writer.close()

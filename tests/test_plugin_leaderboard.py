@@ -68,8 +68,7 @@ def test_a_plugin_method_joins_the_leaderboard_without_recomputing(tmp_path, plu
     # two worker processes: the plugin must reach them too (ADVAE_BENCH_PLUGINS)
     assert main(["run", "--plugin", str(plugin_file), "--methods", "hbos,pca,lof,knn-mean",
                  "--workers", "2", *common]) == 0
-    err = capsys.readouterr().err
-    assert "12 runs: 9 already stored, 3 ok, 0 failed" in err
+    assert "12 runs: 9 already stored, 3 ok, 0 failed" in capsys.readouterr().out
     after = _stored(out)
     assert len(after) == 12 and {k: after[k] for k in before} == before  # nothing recomputed
 

@@ -119,6 +119,24 @@ def test_a_worker_killed_from_outside_is_one_error_line(tmp_path):
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1].startswith("error: a worker process died")
     assert "Traceback" not in err
+    # the method called os._exit(9): it was not killed from outside, and the message says which
+    assert ("a worker process died: it exited by itself with status 9 (a method's code called os._exit, or "
+            "Python crashed), it was not killed from outside; finished runs are stored") in err
+
+
+def test_a_worker_killed_by_sigkill_is_said_to_be_killed_from_outside(tmp_path):
+    proc, pids = start(tmp_path, seeds="0-1")
+    try:
+        workers = wait_for_workers(pids, 1)
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "error: a worker process died: it was killed by SIGKILL from outside (e.g. by the out-of-memory "
+        "killer or kill -9); finished runs are stored, run the same command again to resume")
 
 
 def test_a_second_run_on_the_same_results_directory_is_refused_naming_the_holder(tmp_path, capsys):

@@ -147,3 +147,67 @@ def test_contamination_outputs_equal_the_stored_runs(tmp_path):
             expect = sub.groupby("seed").ap.mean().mean()
             assert table.loc[spec, col] == pytest.approx(expect, abs=5e-5)
     assert (out / "figures" / "contamination-ap.png").is_file()
+
+
+def _sweep_runs(ap_by_value, chosen=None):
+    """Stored-run rows of an ``advae`` sweep over m_x on cardio (two seeds), and with ``chosen`` a
+    run of plain ``advae`` whose resolved m_x is that value (the experiment's own setting)."""
+    rows = []
+    for value, ap in ap_by_value.items():
+        for seed in (0, 1):
+            rows.append({"spec": f"advae[m_x={value}]", "method": "advae", "dataset": "cardio",
+                         "protocol": "paper", "seed": seed, "status": "ok", "ap": ap, "auc": ap,
+                         "params": json.dumps({"m_x": value})})
+    if chosen is not None:
+        rows.append({"spec": "advae", "method": "advae", "dataset": "cardio", "protocol": "paper",
+                     "seed": 0, "status": "ok", "ap": 0.5, "auc": 0.5,
+                     "params": json.dumps({"m_x": chosen})})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures sensitivity draws, kept when it closes them."""
+    drawn = []
+    monkeypatch.setattr(sensitivity.plt, "close", lambda fig: drawn.append(fig))
+    return drawn
+
+
+@pytest.mark.parametrize("chosen", [None, 1.5])
+def test_a_sweep_figure_never_zooms_in_below_its_stated_span_and_stars_only_when_drawn(
+        tmp_path, figures, chosen):
+    """A --quick sweep's 0.002 of AP was zoomed into a V; the legend showed the Table-2 star with none
+    drawn."""
+    df = _sweep_runs({1.0: 0.801, 1.5: 0.799, 2.0: 0.800}, chosen)
+    sweeps = sensitivity.find_sweeps(df.spec)
+    specs = sweeps[("advae", "m_x")]
+    sensitivity.write_sweep(df, "advae", "m_x", specs, tmp_path, {}, None, ["cardio"])
+    ax = figures[0].axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo == pytest.approx(sensitivity.MIN_SPAN) and lo < 0.799 and hi > 0.801
+    assert "axis spans 0.1" in ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ("value used elsewhere (Table 2)" in labels) == (chosen is not None)
+
+
+def test_only_the_table_with_paper_values_says_it_has_them(tmp_path):
+    df = _sweep_runs({1.0: 0.8, 2.0: 0.7})
+    sensitivity.write_all(df, tmp_path, {}, REPO_ROOT / "published", dataset_order=["cardio"])
+    ap = (tmp_path / "tables" / "sensitivity-ap.md").read_text()
+    auc = (tmp_path / "tables" / "sensitivity-auc.md").read_text()
+    assert "paper values read off its Figure 9" in ap.splitlines()[0] and "(ours / paper)" in ap
+    assert "paper values" not in auc and "/ paper" not in auc  # the paper's Figure 9 has AP only
+    assert auc.splitlines()[0] == "<!-- AUC per swept value, mean +- std over seeds; protocol paper -->"
+
+
+def test_index_html_shows_the_sensitivity_figures_and_tables(tmp_path):
+    """They were written beside the page but not on it."""
+    from _stores import make_store
+
+    make_store(tmp_path, {(f"ocsvm[nu={nu}]", d): 1.0 + nu for nu in (0.05, 0.1, 0.2)
+                          for d in ("letter", "cardio")})
+    assert main(["report", "--out", str(tmp_path), "--published", "none"]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'id="sensitivity"' in page and "Sensitivity and contamination" in page
+    assert 'src="figures/sensitivity-ocsvm-nu-ap.png"' in page
+    assert 'id="table-sensitivity-ap"' in page and "AP per swept value, mean +- std over seeds" in page

@@ -515,6 +515,66 @@ def progress_weights(tasks: list[Task]) -> dict[int, float]:
     return out
 
 
+class WorkProgress:
+    """Where the progress bar stands: the weights (progress_weights) of the finished groups plus, for
+    each group running now, the seconds it has run, at most RUNNING_CREDIT of its weight. Which groups
+    run is inferred from the executors' contract (tasks start in the order given): the first ``slots``
+    start at once and each finished group frees a slot for the next in order. A ticker thread moves the
+    bar every TICK seconds, so a long group advances the bar and its time estimate while it trains."""
+
+    RUNNING_CREDIT = 0.95
+    TICK = 2.0
+
+    def __init__(self, bar, tasks: list[Task], weights: dict[int, float], slots: int):
+        self.bar, self.weights = bar, weights
+        self.queue = [t.index for t in tasks]
+        self.slots = max(1, int(slots))
+        self.running: dict[int, float] = {}  # task index -> when it started (perf_counter)
+        self.done = 0.0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = None
+
+    def _fill(self, now: float) -> None:
+        while self.queue and len(self.running) < self.slots:
+            self.running[self.queue.pop(0)] = now
+
+    def position(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        with self.lock:
+            return self.done + sum(min(self.RUNNING_CREDIT * self.weights[i], now - t)
+                                   for i, t in self.running.items())
+
+    def start(self, ticker: bool = True) -> None:
+        with self.lock:
+            self._fill(time.perf_counter())
+        if ticker:
+            self.thread = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self.thread.start()
+
+    def finished(self, task: Task) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            self.done += self.weights[task.index]
+            if self.running.pop(task.index, None) is None and task.index in self.queue:
+                self.queue.remove(task.index)  # finished before its inferred start: order differed
+            self._fill(now)
+        self._show(now)
+
+    def _show(self, now: float | None = None) -> None:
+        self.bar.n = round(min(self.position(now), self.bar.total or 0.0), 1)
+        self.bar.refresh()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(self.TICK):
+            self._show()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+
 def _data_ref(run: Run) -> tuple:
     return (run.source or run.dataset, run.label_col)
 
@@ -632,6 +692,7 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
         runs_done = [0]
         log = ExecutionLog(out_dir, executor.describe())
         cpu = [0.0]
+        work = WorkProgress(bar, tasks, weights, executor.slots)
 
         def on_result(task: Task, result: dict) -> None:
             records = result["records"]
@@ -639,15 +700,19 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
                 _put(store, rec)
                 counts[rec["status"]] += 1
             runs_done[0] += len(records)
-            bar.update(weights[task.index])
+            work.finished(task)
             bar.set_postfix_str(f"{runs_done[0]}/{len(pending)} runs; last {records[-1]['spec']} / "
                                 f"{records[-1]['dataset']}", refresh=False)
             cpu[0] += result["cpu_seconds"]
             log.append(task, result)
 
         busy0, t0 = _machine_busy(), time.perf_counter()
-        with user_signals():  # a Ctrl-C is the user's; a method's own KeyboardInterrupt fails its run
-            executor.run(run_task, tasks, (exp.threshold, exp.alpha, env, exp.time_limit), on_result)
+        try:
+            work.start(ticker=progress)
+            with user_signals():  # a Ctrl-C is the user's; a method's own KeyboardInterrupt fails its run
+                executor.run(run_task, tasks, (exp.threshold, exp.alpha, env, exp.time_limit), on_result)
+        finally:
+            work.close()
         store.check_same_file()  # never report success over a store that is no longer there
         wall = time.perf_counter() - t0
         busy1 = _machine_busy()

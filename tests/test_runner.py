@@ -219,3 +219,27 @@ def test_cpu_seconds_by_method_from_the_execution_log(tmp_path, fakes):
 
     assert "s of CPU in" in md.read_text() and len(pd.read_csv(csv)) == 2
     assert runner.execution_summary(tmp_path / "nowhere").empty
+
+
+def test_progress_moves_while_a_group_trains():
+    """Between results the bar advances by the running groups' elapsed seconds (at most 95 % of
+    their weight); a finished group counts whole and frees its slot for the next in order."""
+    from types import SimpleNamespace
+
+    from bench.runner import Task, WorkProgress
+
+    runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
+    tasks = [Task(i, [r], None) for i, r in enumerate(runs)]
+    bar = SimpleNamespace(n=0.0, total=600.0, refresh=lambda: None)
+    work = WorkProgress(bar, tasks, {0: 300.0, 1: 200.0, 2: 100.0}, slots=2)
+    work.start(ticker=False)
+    t0 = min(work.running.values())
+    assert sorted(work.running) == [0, 1]  # two slots: the first two groups run
+    assert work.position(t0 + 50) == pytest.approx(100.0)  # 50 s into each
+    assert work.position(t0 + 1000) == pytest.approx(0.95 * 500)  # never past 95 % of a group
+    work.finished(tasks[1])
+    assert sorted(work.running) == [0, 2] and work.done == 200.0
+    assert bar.n >= 200.0
+    work.finished(tasks[0])
+    work.finished(tasks[2])
+    assert work.position() == pytest.approx(600.0) and not work.running

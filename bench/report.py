@@ -499,6 +499,10 @@ def write_curve_figures(curves: list[dict], out_dir: Path, chosen=None,
     return written
 
 
+#: Datasets side by side in the small-multiples figure before it wraps into another PR/ROC row pair.
+SMALL_MULTIPLES_COLUMNS = 6
+
+
 def write_small_multiples(curves: list[dict], path: Path, chosen=None, context: str = "") -> Path:
     """One figure, every dataset side by side: PR curves on top, ROC curves below, only the featured
     methods (``chosen``, else the adVAE family and the best few others by mean AP over datasets)."""
@@ -512,27 +516,34 @@ def write_small_multiples(curves: list[dict], path: Path, chosen=None, context: 
         others = sorted((m for m in methods if not featured(m)), key=lambda m: -avg[m])
         pick = [m for m in methods if featured(m)] + others[:N_BEST_OTHERS]
     n = max(1, len(by_ds))
+    cols = min(n, SMALL_MULTIPLES_COLUMNS)  # more datasets wrap into further PR/ROC row pairs
+    blocks = -(-n // cols)
     styles = _strong_styles(pick)  # one colour per method across every panel
-    fig, axes = plt.subplots(2, n, figsize=(3.1 * n + 1.5, 6.4), squeeze=False, sharey="row")
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(3.1 * cols + 1.5, 6.4 * blocks), squeeze=False,
+                             sharey="row")
+    for j in range(n, blocks * cols):  # the last row pair's empty places
+        axes[2 * (j // cols), j % cols].set_visible(False)
+        axes[2 * (j // cols) + 1, j % cols].set_visible(False)
     for j, (d, per_method) in enumerate(by_ds.items()):
         sub = {m: per_method[m] for m in pick if m in per_method}
         chance = float(np.mean([p["pos"] for pts in per_method.values() for p in pts]))
         for i, kind in enumerate(("pr", "roc")):
-            ax = axes[i, j]
+            ax = axes[2 * (j // cols) + i, j % cols]
             _draw(ax, kind, sub, list(sub), False, chance, styles)
             ax.set_title(f"{d}: " + ("PR" if kind == "pr" else "ROC"), fontsize=10)
             _axis_labels(ax, kind)
             ax.tick_params(labelsize=8)
             ax.xaxis.label.set_size(8)
             ax.yaxis.label.set_size(8)
-            if j:
+            if j % cols:
                 ax.set_ylabel("")
     handles = [plt.Line2D([], [], **styles[m]) for m in pick]
     fig.legend(handles, pick, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
                frameon=False)
+    height = fig.get_figheight()
     fig.suptitle("mean curve over seeds, band min..max" + (f"; {context}" if context else ""),
-                 fontsize=9)
-    fig.tight_layout()
+                 fontsize=9, y=1 - 0.1 / height, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # room for the suptitle, in inches
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)

@@ -61,7 +61,13 @@ def main(argv=None) -> int:
     p.add_argument("--results", required=True, help="the result store's folder")
     p.add_argument("--config", help="the config the store was run with (copied)")
     p.add_argument("--out", required=True, help="destination folder (replaced)")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"what to copy, comma-separated (default: {','.join(PARTS)})")
     a = p.parse_args(argv)
+    parts = [x.strip() for x in a.parts.split(",") if x.strip()]
+    if not parts or set(parts) - set(PARTS):
+        print(f"error: --parts takes some of {', '.join(PARTS)}, got {a.parts!r}", file=sys.stderr)
+        return 2
     results, out = Path(a.results), Path(a.out)
     if not (results / "runs.sqlite").is_file():
         print(f"error: no store in {results} (runs.sqlite missing)", file=sys.stderr)
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for part in PARTS:
+    for part in parts:
         src = results / part
         if src.is_dir():
             shutil.copytree(src, out / part)

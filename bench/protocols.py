@@ -87,14 +87,6 @@ def _adbench_indices(ds: Dataset, seed: int):
     return train, test
 
 
-def rows_used(protocol: str, n_rows: int) -> int:
-    """How many rows of an ``n_rows`` dataset a protocol splits (ADBench's size rules; the others use
-    every row): what a run's cost grows with."""
-    if parse_protocol(protocol)[0] == "adbench":
-        return min(max(n_rows, ADBENCH_MIN_ROWS), ADBENCH_MAX_ROWS)
-    return n_rows
-
-
 #: protocol name -> (dataset, seed) -> (train indices, test indices).
 PROTOCOLS = {"paper": _paper_indices, "resample": _resample_indices, "adbench": _adbench_indices}
 #: Protocols whose training rows keep the dataset's anomalies (unlabelled), and a line on each.

@@ -45,7 +45,7 @@ from bench import BenchError, WorkError, data, registry
 from bench.config import Experiment
 from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.metrics import evaluate
-from bench.protocols import SEED_FREE, make_split, rows_used
+from bench.protocols import SEED_FREE, make_split
 from bench.sources import method_digest
 from bench.store import RunLock, Store
 from bench.telemetry import health_flags
@@ -393,7 +393,7 @@ class Task:
     dataset: data.Dataset  # the arrays (small), so a remote worker needs no shared file system
     cls: type | None = None  # the method's class, for workers without this registry (Dask)
     estimate: float | None = None  # expected seconds (stored timings or the calibrated cost model)
-    units: float = 0.0  # cost model: declared ``cost`` x rows x n_iter x fitted members
+    units: float = 0.0  # cost model: declared ``cost`` x n_iter x (1 + d / COST_WIDTH) x fitted members
     meta: dict = field(default_factory=dict)
 
 
@@ -448,9 +448,16 @@ def stored_timings(store: Store, out_dir) -> dict[str, float]:
     return timings
 
 
+#: Features at which a stacked network's per-iteration cost doubles over its fixed part (cost units).
+COST_WIDTH = 50.0
+
+
 def cost_units(group: list[Run], ds: data.Dataset) -> float:
-    """The method's declared ``cost`` (per iteration, relative to AE) x rows x ``n_iter`` x fitted
-    members. A method with ``n_iter`` that declares no cost is taken as AE-like (1); one with neither
+    """The method's declared ``cost`` (per iteration, relative to AE) x ``n_iter`` x (1 + features /
+    COST_WIDTH) x fitted members. Rows do not enter: the deep methods train on mini-batches, and their
+    CPU per run on the paper's datasets follows the width, not the rows (AE, 20000 iterations: 2.7 s
+    on pendigits, d = 16 and 6870 rows; 4.8 s on optdigits, d = 64 and 5216 rows; adVAE 8.4 and
+    15.2 s). A method with ``n_iter`` that declares no cost is taken as AE-like (1); one with neither
     is 0 (the classical methods: quick, so they go last)."""
     n_iter = group[0].params.get("n_iter")
     cost = getattr(_detector_class(group[0]), "cost", None) or (1.0 if n_iter is not None else 0.0)
@@ -458,7 +465,7 @@ def cost_units(group: list[Run], ds: data.Dataset) -> float:
         return 0.0
     n_iter = n_iter if isinstance(n_iter, (int, float)) and n_iter > 0 else 1
     fitted = 1 if _shares_fit(group[0]) else len(group)
-    return float(cost) * rows_used(group[0].protocol, len(ds.y)) * float(n_iter) * fitted
+    return float(cost) * float(n_iter) * (1.0 + ds.X.shape[1] / COST_WIDTH) * fitted
 
 
 def longest_first(groups: list[list[Run]], datasets: dict, timings: dict[str, float]) -> list[Task]:
@@ -491,10 +498,10 @@ def longest_first(groups: list[list[Run]], datasets: dict, timings: dict[str, fl
     return tasks
 
 
-#: Seconds of work per cost unit before this store has timed a group of both kinds (cost units x this
-#: = seconds): AE, 20000 iterations on a 1,831-row dataset (3.7e7 units) takes about 30 s on one core
-#: of the 2-core laptops this suite is measured on. Only the progress bar uses it.
-DEFAULT_SECONDS_PER_UNIT = 8e-7
+#: CPU seconds per cost unit before this store has timed a group of both kinds: AE, 20000 iterations,
+#: cardio (d = 21, 2.84e4 units) took 3.1 s per run on this project's 2-core machines (the
+#: contamination study, 5-seed stacks). Only the progress bar uses it.
+DEFAULT_SECONDS_PER_UNIT = 1.2e-4
 #: Seconds per run assumed for a group with neither a stored timing nor a cost (the classical methods).
 DEFAULT_SECONDS_PER_RUN = 2.0
 

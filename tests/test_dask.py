@@ -270,20 +270,22 @@ def _groups(methods, datasets=("letter",)):
 def test_longest_first_from_declared_costs_then_from_stored_timings(costed):
     groups, ds = _groups(["test-free", "test-cheap", "test-dear"], datasets=("letter", "pendigits"))
     order = [(t.group[0].spec, t.group[0].dataset) for t in runner.longest_first(groups, ds, {})]
-    # cost x rows: pendigits (6870 rows) before letter (1600); no declared cost: last, config order
-    assert order == [("test-dear", "pendigits"), ("test-dear", "letter"), ("test-cheap", "pendigits"),
-                     ("test-cheap", "letter"), ("test-free", "letter"), ("test-free", "pendigits")]
+    # cost x (1 + d / 50): letter (32 features) before pendigits (16); no declared cost: last, config order
+    assert order == [("test-dear", "letter"), ("test-dear", "pendigits"), ("test-cheap", "letter"),
+                     ("test-cheap", "pendigits"), ("test-free", "letter"), ("test-free", "pendigits")]
     # a stored timing wins over the cost model; the others are scaled by seconds per cost unit
     sig = {(g[0].spec, g[0].dataset): runner._signature(g[0].method, g[0].spec, g[0].params_json,
                                                         g[0].dataset, g[0].protocol) for g in groups}
+    units = {(g[0].spec, g[0].dataset): runner.cost_units(g, ds[runner._data_ref(g[0])]) for g in groups}
     tasks = runner.longest_first(groups, ds, {sig[("test-free", "letter")]: 1e9,
-                                              sig[("test-dear", "letter")]: 8.0 * 1600})
+                                              sig[("test-dear", "letter")]: units[("test-dear", "letter")]})
     order = [(t.group[0].spec, t.group[0].dataset) for t in tasks]
     assert order[0] == ("test-free", "letter") and order[-1] == ("test-free", "pendigits")
-    assert order[1:5] == [("test-dear", "pendigits"), ("test-dear", "letter"), ("test-cheap", "pendigits"),
-                          ("test-cheap", "letter")]
+    assert order[1:5] == [("test-dear", "letter"), ("test-dear", "pendigits"), ("test-cheap", "letter"),
+                          ("test-cheap", "pendigits")]
     est = {(t.group[0].spec, t.group[0].dataset): t.estimate for t in tasks}
-    assert est[("test-cheap", "pendigits")] == pytest.approx(6870.0)  # 1 unit = 1 s, from test-dear
+    # 1 unit = 1 s, calibrated on test-dear's stored timing
+    assert est[("test-cheap", "pendigits")] == pytest.approx(units[("test-cheap", "pendigits")])
 
 
 def test_an_iterative_method_without_a_declared_cost_counts_as_ae(costed):
@@ -296,8 +298,8 @@ def test_an_iterative_method_without_a_declared_cost_counts_as_ae(costed):
         groups, ds = _groups(["test-iter", "test-free"])
         (g_iter,), (g_free,) = [g for g in groups if g[0].spec == "test-iter"], \
             [g for g in groups if g[0].spec == "test-free"]
-        rows = len(ds[runner._data_ref(g_iter[0])].y)
-        assert runner.cost_units(g_iter, ds[runner._data_ref(g_iter[0])]) == 1.0 * rows * 40
+        d = ds[runner._data_ref(g_iter[0])].X.shape[1]
+        assert runner.cost_units(g_iter, ds[runner._data_ref(g_iter[0])]) == 1.0 * 40 * (1 + d / 50)
         assert runner.cost_units(g_free, ds[runner._data_ref(g_free[0])]) == 0.0
     finally:
         registry._REGISTRY.pop("test-iter", None)

@@ -287,11 +287,12 @@ def figure(cmp: pd.DataFrame, metric: str, path: Path, context: str = "",
     if metric in THRESHOLD_METRICS:
         handles.append(plt.Line2D([], [], ls="", marker="D", markerfacecolor="none", color="#1f77b4",
                                   label="paper states no threshold"))
+    bottom = 0.35 / fig.get_figheight()  # the legend's own strip, in inches, below the panels
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
+               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{METRIC_NAMES.get(metric, metric)}: ours minus published (right of 0: ours higher)"
                  + (f"\n{context}" if context else ""), fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from bench import data
-from bench.protocols import make_split
+from bench.evaluation import data
+from bench.evaluation.protocols import make_split
 from methods.discriminator_scores import snapshot_iterations
 from methods.gan import GAN
 from methods.mo_gaal import MOGAAL

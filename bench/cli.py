@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench import BenchError, WorkError
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "paper.toml"
 
@@ -41,8 +41,8 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '٣' and '³',
 
 def _seeds(text: str) -> list[int]:
     """``0,1,2``, ``0-4`` or both (``0-2,7``); a repeated seed is counted once, at most MAX_SEEDS."""
-    from bench.config import MAX_SEEDS
-    from bench.params import MAX_SEED
+    from bench.execution.config import MAX_SEEDS
+    from bench.contract.params import MAX_SEED
 
     bad = argparse.ArgumentTypeError(f"seeds must look like 0,1,2 or 0-4 (integers 0 to {MAX_SEED}), "
                                      f"got {text!r}")
@@ -82,7 +82,7 @@ def _workers(text: str) -> int:
 
 def _sweep(text: str):
     from bench import BenchError
-    from bench.config import parse_sweep
+    from bench.execution.config import parse_sweep
 
     try:
         return parse_sweep(text)
@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
                     "wilcoxon-<metric>.csv (default: <results>/leaderboard of the first --results DIR)")
 
     # Subcommands that definition modules contribute (adVAE's reference and perf, methods/advae_tools.py)
-    from bench import registry
+    from bench.contract import registry
 
     for cmd in registry.commands().values():
         if cmd.name in sub.choices:
@@ -227,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_plugins(a) -> None:
-    from bench import registry
+    from bench.contract import registry
 
     for path in getattr(a, "plugin", []) or []:
         names = registry.load_plugin(path)
@@ -235,7 +235,8 @@ def _load_plugins(a) -> None:
 
 
 def _cmd_run(a) -> int:
-    from bench import config, executors, outputs, runner
+    from bench.execution import config, executors, runner
+    from bench.reporting import outputs
 
     base = config.load(a.config or DEFAULT_CONFIG)
     methods = a.methods
@@ -312,12 +313,13 @@ def _written_parts(out: Path, written: list[Path]) -> str:
 
 
 def _cmd_report(a) -> int:
-    from bench import config, outputs
+    from bench.execution import config
+    from bench.reporting import outputs
 
     order = config.load(a.config) if a.config else None
     published = None if a.published.lower() == "none" else a.published
     if published not in (None, "auto"):
-        from bench import compare
+        from bench.reporting import compare
 
         compare.load_published(published)  # an unknown table is bad input, as for `compare`: exit 2
     written = outputs.build_report(a.out, a.threshold, a.alpha,
@@ -330,7 +332,7 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_compare(a) -> int:
-    from bench import compare, outputs
+    from bench.reporting import compare, outputs
 
     pub = compare.load_published(a.published)
     runs = outputs.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
@@ -347,7 +349,7 @@ def _cmd_compare(a) -> int:
 
 
 def _cmd_leaderboard(a) -> int:
-    from bench import leaderboard, outputs
+    from bench.reporting import leaderboard, outputs
 
     dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
     seen: dict[Path, str] = {}
@@ -378,7 +380,7 @@ def _cmd_leaderboard(a) -> int:
 
 
 def _cmd_show(a) -> int:
-    from bench import outputs, show
+    from bench.reporting import outputs, show
 
     runs = outputs.load_runs(a.results, a.threshold, a.alpha,
                              with_blobs=a.threshold is not None or a.alpha is not None)
@@ -390,9 +392,10 @@ def _cmd_show(a) -> int:
 def _cmd_list(a) -> int:
     if a.method:
         return _list_method(a.method)
-    from bench import data, registry
-    from bench.protocols import DESCRIPTIONS, PROTOCOLS
-    from bench.thresholds import FAMILIES, POLICIES
+    from bench.evaluation import data
+    from bench.contract import registry
+    from bench.evaluation.protocols import DESCRIPTIONS, PROTOCOLS
+    from bench.evaluation.thresholds import FAMILIES, POLICIES
 
     print("methods (`list METHOD` shows its parameters):")
     for name in registry.names():
@@ -422,7 +425,7 @@ def _cmd_list(a) -> int:
 
 
 def _found(name: str, data_dir) -> str:
-    from bench import data
+    from bench.evaluation import data
 
     try:
         path = data.locate(name, data_dir)
@@ -437,8 +440,8 @@ def _list_method(spec: str) -> int:
     """One method: description, where it is defined, parameters with defaults and accepted values."""
     import inspect
 
-    from bench import registry
-    from bench.params import describe
+    from bench.contract import registry
+    from bench.contract.params import describe
 
     name, given = registry.parse_spec(spec)
     ent = registry.entry(name)
@@ -474,7 +477,7 @@ def _list_method(spec: str) -> int:
 
 def _version_text(cls: type) -> str:
     """``version 3`` when the method (not the Detector base class) declares one."""
-    from bench.base import Detector
+    from bench.contract.base import Detector
 
     owner = next((c for c in cls.__mro__ if "version" in vars(c)), None)
     if owner is None or owner is Detector:
@@ -503,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in builtin:
         handler = builtin[args.command]
     else:
-        from bench import registry
+        from bench.contract import registry
 
         handler = registry.commands()[args.command].run
     try:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import config, runner  # noqa: E402
-from bench.config import Override  # noqa: E402
-from bench.data import REPO_ROOT  # noqa: E402
-from bench.store import Store  # noqa: E402
+from bench.execution import config, runner  # noqa: E402
+from bench.execution.config import Override  # noqa: E402
+from bench.evaluation.data import REPO_ROOT  # noqa: E402
+from bench.execution.store import Store  # noqa: E402
 
 FULL_ITERATIONS = 20000
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import config, runner  # noqa: E402
-from bench.config import Override  # noqa: E402
-from bench.data import REPO_ROOT  # noqa: E402
+from bench.execution import config, runner  # noqa: E402
+from bench.execution.config import Override  # noqa: E402
+from bench.evaluation.data import REPO_ROOT  # noqa: E402
 
 M_X = (0.5, 1.0, 1.5, 2.0, 2.5)  # the paper's Figure 9 (d) values
 

@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench import config, data  # noqa: E402
-from bench.data import REPO_ROOT  # noqa: E402
-from bench.protocols import make_split  # noqa: E402
+from bench.execution import config  # noqa: E402
+from bench.evaluation import data
+from bench.evaluation.data import REPO_ROOT  # noqa: E402
+from bench.evaluation.protocols import make_split  # noqa: E402
 from methods.advae import AdVAE  # noqa: E402
 
 M_X = (0.5, 1.0, 1.5, 2.0, 2.5)  # the paper's Figure 9 (d) values

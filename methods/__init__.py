@@ -1,2 +1,2 @@
 """Method definitions. Every module here is imported by the registry; each registers its detectors
-with ``@bench.registry.register``. Modules whose name starts with ``_`` are helpers, not methods."""
+with ``@bench.contract.registry.register``. Modules whose name starts with ``_`` are helpers, not methods."""

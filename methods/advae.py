@@ -79,9 +79,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.params import Interval, Options
-from bench.registry import register
-from bench.telemetry import LossLog
+from bench.contract.params import Interval, Options
+from bench.contract.registry import register
+from bench.execution.telemetry import LossLog
 from methods.backbone import (SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape,  # noqa: F401 (SCORE_SALT)
                               StackedLinear, load_linear_state, member_generators)
 from methods.invariant import StackAdam, bmm, linear, one_wide, sigmoid_

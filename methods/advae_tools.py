@@ -1,5 +1,5 @@
 """adVAE's tools, beside adVAE: the ``reference`` command (the authors' released weights through the
-benchmark's evaluation path), registered with the CLI through ``bench.registry.register_command``, so
+benchmark's evaluation path), registered with the CLI through ``bench.contract.registry.register_command``, so
 the plumbing reaches it without importing a definition. (The ``perf`` command, for every deep method,
 is methods/perf_tools.py.)
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import BenchError
-from bench.data import REPO_ROOT
-from bench.registry import register_command
+from bench.evaluation.data import REPO_ROOT
+from bench.contract.registry import register_command
 from methods.advae import load_reference
 from methods.stacked import l_sample_scores
 
@@ -20,7 +20,7 @@ from methods.stacked import l_sample_scores
 
 # ---- reference ----------------------------------------------------------------------------------
 def load_checkpoints(encoder_path: Path, decoder_path: Path):
-    """``bench.reference`` loader: the authors' (E, G) as (n_features, score(X, L, seed)). A file that
+    """``bench.evaluation.reference`` loader: the authors' (E, G) as (n_features, score(X, L, seed)). A file that
     is not a PyTorch state_dict (truncated, another format) or holds other layers is a BenchError."""
     try:
         E, G = load_reference(encoder_path, decoder_path)
@@ -48,8 +48,8 @@ def _reference_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _reference(a: argparse.Namespace) -> int:
-    from bench.reference import run_reference
-    from bench.store import writable_dir
+    from bench.evaluation.reference import run_reference
+    from bench.execution.store import writable_dir
 
     writable_dir(a.out)  # before minutes of scoring, not after
     df = run_reference(a.out, load_checkpoints, data_dir=a.data_dir, checkpoints_dir=a.checkpoints,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register
+from bench.contract.registry import register
 from methods.stacked import StackedDeepDetector, chunked, store_params
 
 

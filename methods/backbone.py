@@ -32,7 +32,7 @@ from torch import nn
 # Stack-size invariant arithmetic lives in methods/invariant.py, the one module every training path
 # takes it from; sigmoid and softplus stay importable from here.
 from methods.invariant import linear, sigmoid, softplus  # noqa: F401
-from bench.params import RANDOM_STATE, Check, Interval
+from bench.contract.params import RANDOM_STATE, Check, Interval
 
 #: Memory budget for the (rows x L samples x features) tensors of L-sample scoring. 16 MiB rather than
 #: more: the chunks' tensors then stay near the CPU's caches, and scoring runs 2-3x faster than with
@@ -64,7 +64,7 @@ def _is_device(v) -> bool:
     return isinstance(v, str) and (v == "auto" or isinstance(torch.device(v), torch.device))
 
 
-#: Constraints shared by the deep methods' common parameters (bench.params).
+#: Constraints shared by the deep methods' common parameters (bench.contract.params).
 POSITIVE_INT = [Interval(int, 1, None)]
 TRAINING_CONSTRAINTS = {
     "n_iter": POSITIVE_INT, "batch_size": POSITIVE_INT, "lr": [Interval(float, 0, None, closed="neither")],

@@ -32,9 +32,9 @@ import warnings
 import numpy as np
 
 from bench import BenchError
-from bench.base import Detector
-from bench.params import RANDOM_STATE, Interval, Options
-from bench.registry import MethodEntry, first_sentence, register, register_namespace
+from bench.contract.base import Detector
+from bench.contract.params import RANDOM_STATE, Interval, Options
+from bench.contract.registry import MethodEntry, first_sentence, register, register_namespace
 
 POSITIVE_INT = [Interval(int, 1, None)]
 

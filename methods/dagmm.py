@@ -44,11 +44,11 @@ import math
 import torch
 from torch import nn
 
-from bench.registry import register
+from bench.contract.registry import register
 from methods.ae import squared_error
 from methods.backbone import Encoder, Generator, StackedLinear
 from methods.invariant import bmm
-from bench.params import Interval
+from bench.contract.params import Interval
 from methods.backbone import TRAINING_CONSTRAINTS
 from methods.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 

@@ -34,7 +34,7 @@ import copy
 import torch
 from torch import nn
 
-from bench.params import Interval, Options
+from bench.contract.params import Interval, Options
 
 PAPER = "paper"
 SCORES_ALL = (PAPER, "two-sided", "snapshots")

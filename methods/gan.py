@@ -33,8 +33,8 @@ import math
 import torch
 from torch import nn
 
-from bench.registry import register
-from bench.telemetry import LossLog
+from bench.contract.registry import register
+from bench.execution.telemetry import LossLog
 from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
 from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from methods.invariant import StackAdam, sigmoid, softplus

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.base import Detector
-from bench.registry import register
+from bench.contract.base import Detector
+from bench.contract.registry import register
 
 
 @register("pca-pyod1")

@@ -96,10 +96,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.base import Detector
-from bench.params import Interval
-from bench.registry import register
-from bench.telemetry import LossLog
+from bench.contract.base import Detector
+from bench.contract.params import Interval
+from bench.contract.registry import register
+from bench.execution.telemetry import LossLog
 from methods.backbone import TRAINING_CONSTRAINTS, member_generators, pick_device
 from methods.discriminator_scores import (ensemble, frozen_copy, reference, score_constraints,
                                           snapshot_iterations, two_sided)

@@ -1,5 +1,5 @@
 """The ``perf`` command: training speed of every deep method, solo and as a seed stack, against the
-machine's float32 limit. Registered through ``bench.registry.register_command`` (the plumbing never
+machine's float32 limit. Registered through ``bench.contract.registry.register_command`` (the plumbing never
 imports it).
 
 Per (dataset, method, gradient path, stack size S): ms per training iteration (wall clock and this
@@ -31,10 +31,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from bench import BenchError, config, data
-from bench.data import REPO_ROOT
-from bench.protocols import make_split
-from bench.registry import build, entry, register_command
+from bench import BenchError
+from bench.execution import config
+from bench.evaluation import data
+from bench.evaluation.data import REPO_ROOT
+from bench.evaluation.protocols import make_split
+from bench.contract.registry import build, entry, register_command
 
 PAPER_CONFIG = REPO_ROOT / "configs" / "paper.toml"
 #: Every deep method perf knows how to time (mo-gaal: solo only, it has no seed stacks).

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.base import Detector
-from bench.telemetry import LossLog
+from bench.contract.base import Detector
+from bench.execution.telemetry import LossLog
 from methods.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
                               latent_size, mean_reconstruction_error, member_copy, member_generators,
                               pick_device)
@@ -45,7 +45,7 @@ class StackedFit:
     Members differ in ``random_state`` and, where the method declares them, in ``member_params``: the
     parameters its training takes per member (weights and margins as (S, ...) tensors broadcast over
     the stack, switches that only zero a term). The runner groups runs by the other parameters
-    (bench/runner.py). ``stack_signature()`` says which members can share one stack exactly (e.g. the
+    (bench/execution/runner.py). ``stack_signature()`` says which members can share one stack exactly (e.g. the
     switches that change the shape of an operation); ``stack_member_params()`` may narrow the declared
     set for an instance (then members that differ in the others train in separate stacks).
     """
@@ -194,7 +194,7 @@ class StackedDeepDetector(StackedFit, Detector):
     device, random_state; body ``store_params(self, locals())``), ``_train`` (the training loop,
     recording every loss term in the LossLog) and ``_score`` (S = 1 networks -> (n,) float64 scores);
     optionally ``_build`` (the stacked networks; default adVAE's encoder E and generator G),
-    ``parameter_constraints`` (bench.params; relations in ``_check_combinations``) and ``_after_fit`` (e.g. DAGMM's mixture).
+    ``parameter_constraints`` (bench.contract.params; relations in ``_check_combinations``) and ``_after_fit`` (e.g. DAGMM's mixture).
     After fitting, ``networks_`` holds the member's S = 1 copy of every network.
     """
 

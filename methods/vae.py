@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register
+from bench.contract.registry import register
 from methods.ae import squared_error
-from bench.params import Interval
+from bench.contract.params import Interval
 from methods.backbone import TRAINING_CONSTRAINTS
 from methods.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
 

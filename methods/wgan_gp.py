@@ -38,9 +38,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.registry import register
-from bench.telemetry import LossLog
-from bench.params import Interval
+from bench.contract.registry import register
+from bench.execution.telemetry import LossLog
+from bench.contract.params import Interval
 from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
 from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from methods.invariant import StackAdam, bmm, linear, one_wide

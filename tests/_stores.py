@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from bench.metrics import evaluate
-from bench.store import Store
-from bench.thresholds import threshold
+from bench.evaluation.metrics import evaluate
+from bench.execution.store import Store
+from bench.evaluation.thresholds import threshold
 
 
 def record(spec, dataset, seed, separation, protocol="paper", sha=None, policy="kde", alpha=0.1,

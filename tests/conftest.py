@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench import data
+from bench.evaluation import data
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,10 @@ import pytest
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 
-from bench import BenchError, config, data
-from bench.protocols import make_split
+from bench import BenchError
+from bench.execution import config
+from bench.evaluation import data
+from bench.evaluation.protocols import make_split
 
 pytestmark = pytest.mark.integration
 
@@ -119,10 +121,10 @@ def test_a_run_over_its_time_limit_is_stored_as_timeout(tmp_path):
     dropped); the store remembers the limit, so a resume under the same limit does not retry it."""
     import time as _time
 
-    from bench.base import Detector
-    from bench.config import Experiment
-    from bench.runner import RunTimeout, environment, execute_group, expand, time_limit
-    from bench.store import Store
+    from bench.contract.base import Detector
+    from bench.execution.config import Experiment
+    from bench.execution.runner import RunTimeout, environment, execute_group, expand, time_limit
+    from bench.execution.store import Store
 
     with pytest.raises(RunTimeout):
         with time_limit(0.2):
@@ -165,7 +167,7 @@ def test_legacy_pyod_detectors_reproduce_adbench(spec, name, published):
     averages them."""
     from sklearn.metrics import roc_auc_score
 
-    from bench import registry
+    from bench.contract import registry
 
     aucs = []
     for seed in (1, 2, 3):

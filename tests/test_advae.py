@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
-from bench.base import TrainingDiverged
+from bench.contract import registry
+from bench.contract.base import TrainingDiverged
 from methods.advae import SCORE_SALT, AdVAE, hinge, kl2, kl_divergence, mse
 from methods.invariant import StackAdam
 from methods.backbone import member_generators

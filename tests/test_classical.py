@@ -3,8 +3,9 @@ import pytest
 from pyod.models.pca import PCA as PyODPCA
 from sklearn.metrics import roc_auc_score
 
-from bench import data, registry
-from bench.protocols import make_split
+from bench.evaluation import data
+from bench.contract import registry
+from bench.evaluation.protocols import make_split
 
 
 @pytest.mark.integration

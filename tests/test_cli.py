@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 
-from bench import data
+from bench.evaluation import data
 from bench.cli import main
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
 
@@ -88,7 +88,7 @@ def test_list_says_where_datasets_are_or_are_not(tmp_path, capsys):
 
 
 def test_first_sentence():
-    from bench.registry import first_sentence
+    from bench.contract.registry import first_sentence
 
     assert first_sentence("A thing (Wang et al. 2020) that\n    spans lines. Second one.") == \
         "A thing (Wang et al. 2020) that spans lines."
@@ -168,7 +168,7 @@ def test_bad_command_line_is_one_error_line(capsys, argv, message):
 
 
 def test_seeds_are_deduplicated_in_order():
-    from bench import config
+    from bench.execution import config
     from bench.cli import _seeds
 
     assert _seeds("3,0-2,1,3") == [3, 0, 1, 2]
@@ -182,7 +182,7 @@ def test_config_seeds_are_bounded(tmp_path, capsys):
     assert main(["run", "--config", str(cfg)]) == 2
     assert "1001 seeds; run at most 1000" in _err(capsys)
     cfg.write_text('methods = ["lof"]\nseeds = [0, 0, 1]\n')
-    from bench import config
+    from bench.execution import config
     assert config.load(cfg).seeds == (0, 1)
 
 
@@ -199,7 +199,7 @@ def test_workers_are_bounded_by_cores_and_memory(monkeypatch, capsys, executor, 
                                                  message):
     """`--workers 1000 --executor dask` started a thousand processes on 2 cores until the out-of-memory
     killer came; `--workers 99999999999999999999` was an OverflowError traceback."""
-    from bench import executors
+    from bench.execution import executors
 
     monkeypatch.setattr(executors, "usable_cores", lambda: cores)
     monkeypatch.setattr(executors, "available_memory", lambda: memory)

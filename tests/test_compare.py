@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import BenchError, compare
+from bench import BenchError
+from bench.reporting import compare
 from bench.cli import main
 from _stores import make_store
 

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import BenchError, config
-from bench.data import REPO_ROOT
+from bench import BenchError
+from bench.execution import config
+from bench.evaluation.data import REPO_ROOT
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.toml"))
 

@@ -6,7 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from bench import registry
+from bench.contract import registry
 
 AUC_FLOOR = 0.8
 #: A GAN discriminator / WGAN critic scores by extrapolation outside the data it was shown, and these

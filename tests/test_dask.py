@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import BenchError, data, registry, runner
-from bench.base import Detector
-from bench.config import Experiment
-from bench.data import REPO_ROOT
-from bench.executors import DaskExecutor, local_executor
-from bench.store import Store
+from bench import BenchError
+from bench.evaluation import data
+from bench.contract import registry
+from bench.execution import runner
+from bench.contract.base import Detector
+from bench.execution.config import Experiment
+from bench.evaluation.data import REPO_ROOT
+from bench.execution.executors import DaskExecutor, local_executor
+from bench.execution.store import Store
 
 distributed = pytest.importorskip("distributed")  # .ci/run installs it and refuses to run without it
 

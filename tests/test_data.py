@@ -3,8 +3,9 @@ import shutil
 import numpy as np
 import pytest
 
-from bench import BenchError, data
-from bench.protocols import make_split, minmax
+from bench import BenchError
+from bench.evaluation import data
+from bench.evaluation.protocols import make_split, minmax
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from bench.base import TrainingDiverged
-from bench.registry import build, entry
+from bench.contract.base import TrainingDiverged
+from bench.contract.registry import build, entry
 from methods.backbone import (Discriminator, Generator, Shape, StackedLinear, member_generators, sigmoid,
                               softplus)
 from methods.dagmm import (compression_features, energy, guarded_cholesky,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from bench.params import InvalidParameter
-from bench.registry import build
+from bench.contract.params import InvalidParameter
+from bench.contract.registry import build
 from methods.discriminator_scores import reference, snapshot_iterations, two_sided
 
 torch.set_num_threads(1)

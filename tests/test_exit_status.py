@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from bench import registry
-from bench.base import Detector
+from bench.contract import registry
+from bench.contract.base import Detector
 from bench.cli import main
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
 
@@ -75,7 +75,7 @@ def test_the_summary_lists_this_invocations_runs_only(tmp_path, capsys):
 def test_interrupt_exits_130_and_keeps_finished_runs(tmp_path, capsys):
     assert _run(tmp_path, "exit-ok,exit-interrupt") == 130
     assert "interrupted: finished runs are stored" in capsys.readouterr().err
-    from bench.store import Store
+    from bench.execution.store import Store
     assert list(Store(tmp_path).frame().spec) == ["exit-ok"]
 
 
@@ -87,7 +87,7 @@ def test_bad_input_exits_2_before_anything_ran(tmp_path, capsys):
 
 def test_scores_of_the_wrong_shape_are_reported_with_the_shape_returned(tmp_path, capsys):
     """They were reported flattened: "(2n,)" for an (n, 2) array."""
-    from bench.store import Store
+    from bench.execution.store import Store
 
     assert _run(tmp_path, "exit-wide") == 1
     error = Store(tmp_path).frame().error[0]
@@ -116,7 +116,7 @@ def test_the_summary_is_on_stdout_in_words_that_count_right_and_the_lock_goes(tm
 
 
 def test_a_lock_is_taken_again_after_its_holder_removed_it(tmp_path):
-    from bench.store import RunLock
+    from bench.execution.store import RunLock
 
     first = RunLock(tmp_path).acquire()
     first.release()
@@ -130,7 +130,7 @@ def test_a_lock_is_taken_again_after_its_holder_removed_it(tmp_path):
 
 def test_a_sweep_without_a_config_runs_the_sweep_alone(tmp_path, capsys, monkeypatch):
     """It added the sweep to the default roster (18 methods)."""
-    from bench import runner
+    from bench.execution import runner
 
     seen = []
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import registry, store as store_module
-from bench.base import Detector
+from bench.contract import registry
+from bench.execution import store as store_module
+from bench.contract.base import Detector
 from bench.cli import main
-from bench.data import REPO_ROOT
-from bench.store import Store
+from bench.evaluation.data import REPO_ROOT
+from bench.execution.store import Store
 
 CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
 QUICK_RUN = ["run", "--config", CLASSICAL, "--methods", "iforest[n_estimators=10]", "--datasets", "letter",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.registry import build, entry
+from bench.contract.registry import build, entry
 
 torch.set_num_threads(1)
 
@@ -69,10 +69,10 @@ def test_member_of_any_stack_is_its_solo_fit(spec, dataset):
 # ---- through the runner: what is stored for a seed does not depend on what else was asked ---------
 def install_synthetic_catalogue(monkeypatch, names=tuple(SHAPES)) -> dict:
     """The datasets' shapes as synthetic data sets ``synth-<name>`` (paper protocol: the first n rows
-    train, the 40 after them test, half of those anomalies), served by ``bench.data.load``."""
+    train, the 40 after them test, half of those anomalies), served by ``bench.evaluation.data.load``."""
     import hashlib
 
-    from bench import data
+    from bench.evaluation import data
 
     made = {}
     for name in names:
@@ -94,9 +94,9 @@ def synthetic_catalogue(monkeypatch):
 
 
 def test_stored_seed_is_the_full_block_result_whatever_was_asked(tmp_path, synthetic_catalogue):
-    from bench import runner
-    from bench.config import Experiment, Override
-    from bench.store import Store
+    from bench.execution import runner
+    from bench.execution.config import Experiment, Override
+    from bench.execution.store import Store
 
     datasets = tuple(synthetic_catalogue)
     names = tuple(s.split("[")[0] for s in STACKED)

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import BenchError, leaderboard, outputs
+from bench import BenchError
+from bench.reporting import leaderboard, outputs
 from bench.cli import main
 from _stores import make_store, record
 

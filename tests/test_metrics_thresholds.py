@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from bench import BenchError
-from bench.metrics import evaluate
-from bench.thresholds import threshold
+from bench.evaluation.metrics import evaluate
+from bench.evaluation.thresholds import threshold
 
 
 def test_metrics_against_hand_values():
@@ -77,9 +77,9 @@ def test_paper_policy_follows_the_method_family():
 
 
 def test_every_method_declares_a_known_family():
-    from bench import registry
-    from bench.base import Detector
-    from bench.thresholds import FAMILIES
+    from bench.contract import registry
+    from bench.contract.base import Detector
+    from bench.evaluation.thresholds import FAMILIES
 
     assert Detector.threshold_family == "pyod"
     family = {n: registry.entry(n).cls.threshold_family for n in registry.names()}

@@ -5,8 +5,8 @@ import torch
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from bench.base import TrainingDiverged
-from bench.registry import build
+from bench.contract.base import TrainingDiverged
+from bench.contract.registry import build
 from methods.mo_gaal import MOGAAL, generator_shares
 
 torch.set_num_threads(1)

@@ -4,10 +4,12 @@ import pandas as pd
 import pytest
 import scipy.io
 
-from bench import BenchError, config, data, runner
+from bench import BenchError
+from bench.execution import config, runner
+from bench.evaluation import data
 from bench.cli import main
-from bench.data import REPO_ROOT
-from bench.store import Store
+from bench.evaluation.data import REPO_ROOT
+from bench.execution.store import Store
 
 CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
 
@@ -236,7 +238,7 @@ def test_report_groups_runs_by_dataset_checksum(tmp_path):
 def test_a_store_from_before_the_dataset_file_column_is_read_and_extended(tmp_path):
     import sqlite3
 
-    from bench.store import COLUMNS
+    from bench.execution.store import COLUMNS
 
     out = tmp_path / "out"
     out.mkdir()

@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import outputs, registry, runner
-from bench.base import Detector
+from bench.reporting import outputs
+from bench.contract import registry
+from bench.execution import runner
+from bench.contract.base import Detector
 from bench.cli import main
-from bench.config import Experiment
-from bench.store import Store
-from bench.thresholds import threshold
+from bench.execution.config import Experiment
+from bench.execution.store import Store
+from bench.evaluation.thresholds import threshold
 
 pytestmark = pytest.mark.integration
 

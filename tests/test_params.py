@@ -1,10 +1,10 @@
-"""Parameter constraints (bench/params.py): every method declares which values each parameter takes,
+"""Parameter constraints (bench/contract/params.py): every method declares which values each parameter takes,
 and a rejected value is bad input before the first fit."""
 import pytest
 
-from bench import params, registry
+from bench.contract import params, registry
 from bench.cli import main
-from bench.params import Check, Interval, InvalidParameter, Options
+from bench.contract.params import Check, Interval, InvalidParameter, Options
 
 
 @pytest.mark.parametrize("constraint, good, bad", [

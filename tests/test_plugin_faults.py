@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from bench import registry
+from bench.contract import registry
 from bench.cli import main
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 CLASSICAL = str(REPO_ROOT / "configs" / "classical.toml")
 
@@ -19,8 +19,8 @@ PLUGIN = textwrap.dedent('''
 
     import numpy as np
 
-    from bench.base import Detector
-    from bench.registry import register
+    from bench.contract.base import Detector
+    from bench.contract.registry import register
 
 
     class _Centre(Detector):
@@ -93,11 +93,11 @@ def test_a_method_that_exits_or_interrupts_in_fit_is_a_failed_run(tmp_path, plug
 
 @pytest.mark.parametrize("text, message", [
     ("import sys\nsys.exit(7)\n", "failed to import: it called sys.exit(7) while being imported"),
-    ("from bench.registry import register\nfrom methods.classical import HBOS\n"
+    ("from bench.contract.registry import register\nfrom methods.classical import HBOS\n"
      "@register('lof')\nclass Mine(HBOS):\n    pass\n",
      "registers 'lof', a name already taken by methods.classical.LOF; register it under another name"),
-    ("from bench.registry import register\n@register('not-a-detector')\nclass Plain:\n    pass\n",
-     "registers 'not-a-detector' as Plain, which is not a Detector; subclass bench.base.Detector"),
+    ("from bench.contract.registry import register\n@register('not-a-detector')\nclass Plain:\n    pass\n",
+     "registers 'not-a-detector' as Plain, which is not a Detector; subclass bench.contract.base.Detector"),
 ])
 def test_a_plugin_file_that_misbehaves_at_import_is_one_error_line(tmp_path, plugin, capsys, text, message):
     path = plugin(text, "bad.py")
@@ -134,8 +134,8 @@ def test_list_says_what_a_plugin_does_not_declare(plugin, capsys):
     """It showed "version 2" (the base class's), and an empty "parameters" header."""
     path = plugin('''
         import numpy as np
-        from bench.base import Detector
-        from bench.registry import register
+        from bench.contract.base import Detector
+        from bench.contract.registry import register
 
         @register("bare")
         class Bare(Detector):

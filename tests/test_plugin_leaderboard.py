@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import registry
+from bench.contract import registry
 from bench.cli import main
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +19,8 @@ PLUGIN = textwrap.dedent('''
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
-    from bench.base import Detector
-    from bench.registry import register
+    from bench.contract.base import Detector
+    from bench.contract.registry import register
 
 
     @register("knn-mean")

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import REPO_ROOT
+from bench.evaluation.data import REPO_ROOT
 
 DRIVER = textwrap.dedent(f"""
     import os, sys, time
     sys.path.insert(0, {str(REPO_ROOT)!r})
     import numpy as np
-    from bench.base import Detector
-    from bench.registry import register
+    from bench.contract.base import Detector
+    from bench.contract.registry import register
 
     PIDS = os.environ["TEST_PID_DIR"]
 
@@ -143,7 +143,7 @@ def test_a_second_run_on_the_same_results_directory_is_refused_naming_the_holder
     """Two `run` processes on one results directory used to compute every run twice. The second is
     refused while the first holds the directory, and can run once the first is gone (even SIGKILLed)."""
     from bench.cli import main
-    from bench.store import Store
+    from bench.execution.store import Store
 
     proc, pids = start(tmp_path, seeds="0", workers="1")  # one worker: fit sleeps in the process itself
     try:

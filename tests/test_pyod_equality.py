@@ -13,9 +13,10 @@ from pyod.models.lof import LOF
 from pyod.models.ocsvm import OCSVM
 from sklearn.preprocessing import MinMaxScaler
 
-from bench import data, registry
-from bench.runner import environment, execute_group, expand
-from bench.config import Experiment
+from bench.evaluation import data
+from bench.contract import registry
+from bench.execution.runner import environment, execute_group, expand
+from bench.execution.config import Experiment
 
 DATASETS = ["letter", "cardio", "satellite", "optdigits", "pendigits"]
 # The defaults each adapter states (methods/classical.py), written out again as PyOD arguments.
@@ -42,7 +43,7 @@ def test_harness_equals_pyod_on_the_authors_path(dataset):
         assert rec["status"] == "ok", rec["error"]
         mat = scipy.io.loadmat(data.locate(ds.name))
         X = np.asarray(mat["X"], dtype=np.float64)
-        from bench.protocols import PROTOCOLS
+        from bench.evaluation.protocols import PROTOCOLS
         train, test = PROTOCOLS["paper"](ds, 0)
         scaler = MinMaxScaler().fit(X[train])
         with np.errstate(all="ignore"):

@@ -1,5 +1,5 @@
-"""The check against the adVAE authors' released weights (bench/reference.py, methods/advae_tools.py)
-and the authors' grid threshold (bench.thresholds, policy kde-grid-legacy)."""
+"""The check against the adVAE authors' released weights (bench/evaluation/reference.py, methods/advae_tools.py)
+and the authors' grid threshold (bench.evaluation.thresholds, policy kde-grid-legacy)."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,10 +7,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from bench import BenchError, data
-from bench.protocols import make_split
-from bench.reference import COLUMNS, checkpoint_paths, run_reference
-from bench.thresholds import threshold
+from bench import BenchError
+from bench.evaluation import data
+from bench.evaluation.protocols import make_split
+from bench.evaluation.reference import COLUMNS, checkpoint_paths, run_reference
+from bench.evaluation.thresholds import threshold
 from methods.advae import load_reference
 from methods.advae_tools import load_checkpoints
 from methods.stacked import l_sample_scores as score_rows

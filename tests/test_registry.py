@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from bench import BenchError, registry
+from bench import BenchError
+from bench.contract import registry
 
 
 def test_parse_spec_types():
@@ -55,7 +56,7 @@ def test_pyod_spec(planted):
 
 
 def test_entry_point_group(monkeypatch):
-    from bench.base import Detector
+    from bench.contract.base import Detector
 
     class Plugin(Detector):
         """A third-party detector."""
@@ -89,7 +90,7 @@ def test_plumbing_never_imports_a_definition():
     and ``pyod:`` specs resolve through the namespace methods/classical.py registers)."""
     import ast
 
-    from bench.data import REPO_ROOT
+    from bench.evaluation.data import REPO_ROOT
 
     offenders = []
     for path in sorted((REPO_ROOT / "bench").glob("*.py")):
@@ -113,7 +114,7 @@ def test_unknown_pyod_class_prints_nothing_but_the_error(tmp_path):
     import subprocess
     import sys
 
-    from bench.data import REPO_ROOT
+    from bench.evaluation.data import REPO_ROOT
 
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "run_bench.py"), "run", "--methods", "pyod:Nope",
                            "--datasets", "letter", "--out", str(tmp_path)], capture_output=True, text=True,

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from bench import report
+from bench.reporting import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from bench import outputs, registry, runner
-from bench.base import Detector
-from bench.config import Experiment
-from bench.data import REPO_ROOT
-from bench.store import Store
+from bench.reporting import outputs
+from bench.contract import registry
+from bench.execution import runner
+from bench.contract.base import Detector
+from bench.execution.config import Experiment
+from bench.evaluation.data import REPO_ROOT
+from bench.execution.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +66,7 @@ def test_failures_are_isolated_and_recorded(tmp_path, fakes):
     exp = _exp(["test-raise", "test-nan", "test-const", "test-ok"])
     counts = runner.run_experiment(exp, tmp_path, workers=1, progress=False)
     assert len(counts.pop("keys")) == 8
-    use = counts.pop("utilisation")  # the groups' CPU over cores x wall time (bench/runner.py)
+    use = counts.pop("utilisation")  # the groups' CPU over cores x wall time (bench/execution/runner.py)
     assert use["cores"] == 1 and use["wall_seconds"] > 0 and 0 <= use["cpu_seconds"]
     assert use["executor"] == "serial"
     assert counts == {"total": 8, "skipped": 0, "ok": 2, "failed": 4, "degenerate": 2, "timeout": 0}
@@ -193,7 +195,7 @@ def test_order_matches_specs_however_spelt():
 def test_progress_advances_by_estimated_work_not_by_runs():
     """A grid that starts with its longest group: after that one group the bar stands at its share
     of the estimated work (most of it), not at 1 of N runs."""
-    from bench.runner import DEFAULT_SECONDS_PER_RUN, DEFAULT_SECONDS_PER_UNIT, Task, progress_weights
+    from bench.execution.runner import DEFAULT_SECONDS_PER_RUN, DEFAULT_SECONDS_PER_UNIT, Task, progress_weights
 
     runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
     tasks = [Task(0, runs[:1], None, estimate=None, units=1e9),  # a deep group, cost model only
@@ -212,7 +214,7 @@ def test_cpu_seconds_by_method_from_the_execution_log(tmp_path, fakes):
     assert (t.cpu_seconds >= 0).all() and t.cpu_share.sum() == pytest.approx(1.0)
     (tmp_path / "executions.jsonl").open("a").write('{"torn line')  # a killed driver's last write
     assert runner.execution_summary(tmp_path).runs.sum() == 6
-    from bench.outputs import _write_timings
+    from bench.reporting.outputs import _write_timings
 
     csv, md = _write_timings(tmp_path)
     import pandas as pd
@@ -226,7 +228,7 @@ def test_progress_moves_while_a_group_trains():
     their weight); a finished group counts whole and frees its slot for the next in order."""
     from types import SimpleNamespace
 
-    from bench.runner import Task, WorkProgress
+    from bench.execution.runner import Task, WorkProgress
 
     runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
     tasks = [Task(i, [r], None) for i, r in enumerate(runs)]

@@ -4,7 +4,7 @@ import pytest
 
 from _stores import make_store, record
 from bench.cli import main
-from bench.store import Store
+from bench.execution.store import Store
 
 
 @pytest.fixture

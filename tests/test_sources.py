@@ -1,12 +1,13 @@
-"""The run key's source digest (bench/sources.py): an edit to a method's file or to a file it trains
+"""The run key's source digest (bench/contract/sources.py): an edit to a method's file or to a file it trains
 with recomputes its runs; an edit elsewhere does not."""
 import inspect
 import shutil
 from pathlib import Path
 
-from bench import registry, runner, sources
-from bench.config import Experiment
-from bench.data import REPO_ROOT
+from bench.contract import registry, sources
+from bench.execution import runner
+from bench.execution.config import Experiment
+from bench.evaluation.data import REPO_ROOT
 
 
 def _copy_methods(tmp_path: Path) -> Path:

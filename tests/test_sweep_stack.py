@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench import registry, runner
-from bench.config import Experiment, Override
-from bench.data import REPO_ROOT
-from bench.store import Store
+from bench.contract import registry
+from bench.execution import runner
+from bench.execution.config import Experiment, Override
+from bench.evaluation.data import REPO_ROOT
+from bench.execution.store import Store
 from methods.advae import AdVAE
 from tests.test_invariance import SHAPES, fitted_state, install_synthetic_catalogue, synthetic
 
@@ -85,8 +86,8 @@ def test_vae_lambda_settings_in_one_stack():
 @pytest.mark.integration
 def test_mixed_stack_on_real_cardio():
     """The paper split of cardio (d = 21, 1324 training rows: the short last batch of 44 rows)."""
-    from bench import data
-    from bench.protocols import make_split
+    from bench.evaluation import data
+    from bench.evaluation.protocols import make_split
 
     split = make_split(data.load("cardio"), "paper")
     specs = ["advae", "advae[m_x=1.5]", "advae[lambda_=0.001]", "g-advae", "advae[m_z=100.0]"]
@@ -144,7 +145,7 @@ def test_split_evenly():
 
 
 def test_sensitivity_grid_forms_few_groups_and_the_family_shares_one():
-    from bench import config
+    from bench.execution import config
 
     exp = config.load(REPO_ROOT / "configs" / "sensitivity.toml")
     groups = runner.make_groups(runner.expand(exp))
@@ -218,7 +219,7 @@ def test_fewer_groups_than_slots_are_halved_until_every_slot_has_one():
 
 @pytest.mark.integration
 def test_a_group_halved_over_two_workers_stores_what_one_worker_stores(tmp_path):
-    from bench.executors import local_executor
+    from bench.execution.executors import local_executor
 
     exp = Experiment(name="t", protocol="paper", seeds=(0, 1, 2, 3), threshold="kde", alpha=0.1,
                      datasets=("letter",), methods=("advae[n_iter=12,L=8]",))

@@ -5,11 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import BenchError, config, data, outputs, runner, sensitivity
+from bench import BenchError
+from bench.execution import config, runner
+from bench.evaluation import data
+from bench.reporting import outputs, sensitivity
 from bench.cli import main
-from bench.data import REPO_ROOT
-from bench.protocols import PROTOCOLS, make_split, parse_protocol
-from bench.store import Store
+from bench.evaluation.data import REPO_ROOT
+from bench.evaluation.protocols import PROTOCOLS, make_split, parse_protocol
+from bench.execution.store import Store
 
 PAPER = REPO_ROOT / "configs" / "paper.toml"
 
@@ -80,7 +83,7 @@ def test_contaminated_training_set_holds_no_test_row(dataset):
     no training row equals a test row, and every rate shares one test set."""
     from sklearn.preprocessing import MinMaxScaler
 
-    from bench.protocols import _contaminate
+    from bench.evaluation.protocols import _contaminate
 
     ds = data.load(dataset)
     train, test = PROTOCOLS["paper"](ds, 0)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import outputs, runner  # noqa: E402
+from bench.reporting import outputs  # noqa: E402
+from bench.execution import runner
 
 #: What is copied from the store's folder (never runs.sqlite, the raw scores).
 PARTS = ("leaderboard", "compare", "tables", "runs.csv", "order.json")

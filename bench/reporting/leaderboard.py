@@ -290,7 +290,7 @@ def to_text(lb: Leaderboard) -> str:
 def write(lb: Leaderboard, out_dir) -> list[Path]:
     """``leaderboard-<metric>.{md,csv,tex}``, ``cd-<metric>.{png,svg}``, ``wilcoxon-<metric>.csv``
     (and its figure ``wilcoxon-<metric>.png``) in ``out_dir``."""
-    from bench import report
+    from bench.reporting import report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import BenchError, registry
-from bench.metrics import METRICS, evaluate
-from bench.store import Store
-from bench.thresholds import PAPER_POLICY, threshold as compute_threshold
+from bench import BenchError
+from bench.contract import registry
+from bench.evaluation.metrics import METRICS, evaluate
+from bench.execution.store import Store
+from bench.evaluation.thresholds import PAPER_POLICY, threshold as compute_threshold
 
 CSV_COLUMNS = ["method", "spec", "dataset", "protocol", "seed", "status", "flags", "auc", "ap",
                "precision", "recall", "f1", "threshold_policy", "alpha", "threshold",
@@ -192,7 +193,7 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
     report)."""
     out_dir = Path(out_dir)
     df = load_runs(out_dir, policy, alpha)
-    from bench import report
+    from bench.reporting import report
 
     info = experiment_info(out_dir)
     if method_order is None:
@@ -255,8 +256,8 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         sections += secs
     if not variant:
         written += _write_timings(out_dir)
-        from bench import sensitivity
-        from bench.compare import PUBLISHED_DIR
+        from bench.reporting import sensitivity
+        from bench.reporting.compare import PUBLISHED_DIR
 
         meta = {"threshold": ",".join(sorted(set(df.threshold_policy.dropna()))),
                 "alpha": ",".join(f"{a:g}" for a in sorted(set(df.alpha.dropna()))),
@@ -266,7 +267,7 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
         if studies:
             sections.append(_study_section(out_dir, studies))
     if html and not variant:
-        from bench import html as page
+        from bench.reporting import html as page
 
         written.append(page.write_index(out_dir, _page_meta(out_dir, df, info), sections))
     return written
@@ -274,9 +275,9 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
 
 def _write_timings(out_dir: Path) -> list[Path]:
     """``tables/cpu-by-method.{csv,md}``: CPU and wall seconds of every group that wrote this store,
-    by method (bench.runner.execution_summary); nothing without an execution log."""
-    from bench import report
-    from bench.runner import execution_summary
+    by method (bench.execution.runner.execution_summary); nothing without an execution log."""
+    from bench.reporting import report
+    from bench.execution.runner import execution_summary
 
     t = execution_summary(out_dir)
     if t.empty:
@@ -304,7 +305,7 @@ LEADERBOARD_METRICS = ("auc", "ap", "f1")
 
 
 def _page_meta(out_dir: Path, df: pd.DataFrame, info: dict) -> dict:
-    from bench.html import versions_text
+    from bench.reporting.html import versions_text
 
     ok = df[df.status == "ok"]
     seeds = sorted(set(df.seed.astype(int)))
@@ -328,7 +329,7 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
     """Leaderboards, the reproduction report and the figure gallery of one protocol's runs, as files
     and as index.html sections. A part that cannot be made from these runs (e.g. too few methods,
     another protocol than the paper's) is skipped with a note on the page, never an error."""
-    from bench import compare, html as page, leaderboard
+    from bench.reporting import compare, html as page, leaderboard
 
     context = context_line(sub, info)
     files: list[Path] = []
@@ -435,7 +436,7 @@ def _cell_text(v) -> str:
 
 def _study_section(out_dir: Path, files: list[Path]) -> tuple[str, str, str]:
     """index.html's section for the sweeps' and contamination's figures and tables."""
-    from bench import html as page
+    from bench.reporting import html as page
 
     body = [page.figure(p.relative_to(out_dir).as_posix(), p.stem.replace("-", " "))
             for p in files if p.suffix == ".png"]

@@ -1,7 +1,7 @@
 """Datasets: the catalogue, where its files are read from, verified loading, and a user's own files.
 
 A dataset is named in an experiment either by its catalogue name (``cardio``) or by the path of a file
-of the user's own (``path/to/mine.csv``, see bench/datafile.py); an own dataset's name in the results is
+of the user's own (``path/to/mine.csv``, see bench/evaluation/datafile.py); an own dataset's name in the results is
 the file's stem (``mine``).
 """
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError, datafile
+from bench import BenchError
+from bench.evaluation import datafile
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS_DIR = REPO_ROOT / "datasets"
 #: Named collections (``--datasets paper``), each with its catalogue file (datasets/collections.toml).
 COLLECTIONS = DATASETS_DIR / "collections.toml"

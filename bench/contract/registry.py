@@ -32,8 +32,8 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from bench import BenchError
-from bench.base import Detector
-from bench.params import InvalidParameter
+from bench.contract.base import Detector
+from bench.contract.params import InvalidParameter
 
 ENTRY_POINT_GROUP = "advae_bench.methods"
 PLUGIN_ENV = "ADVAE_BENCH_PLUGINS"  # os.pathsep-separated plugin files, loaded by every process
@@ -185,7 +185,7 @@ def _import_plugin(path: str) -> list[str]:
     added = sorted(set(_REGISTRY) - set(before))
     if not added:
         raise BenchError(f"--plugin {path} registered no method; decorate its Detector subclass "
-                         "with @register(\"my-method\") (from bench.registry import register)")
+                         "with @register(\"my-method\") (from bench.contract.registry import register)")
     _PLUGINS[str(file)] = added
     return added
 
@@ -209,7 +209,7 @@ def _check_registered(path: str, before: dict, called: list[str]) -> None:
             _restore(before)
             what = new.cls.__qualname__ if hasattr(new.cls, "__qualname__") else repr(new.cls)
             raise BenchError(f"--plugin {path} registers {name!r} as {what}, which is not a Detector; "
-                             "subclass bench.base.Detector (fit, anomaly_score)")
+                             "subclass bench.contract.base.Detector (fit, anomaly_score)")
 
 
 def load_plugin(path: str) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench import BenchError
-from bench.data import Dataset
+from bench.evaluation.data import Dataset
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,6 @@ def check(owner: str, constraints: dict[str, list], values: dict[str, Any]) -> N
             raise InvalidParameter(owner, f"{name} must be {describe(allowed)}, got {values[name]!r}", name)
 
 
-#: Seeds: the runner sets ``random_state`` from the run's seed (bench.config bounds seeds the same way).
+#: Seeds: the runner sets ``random_state`` from the run's seed (bench.execution.config bounds seeds the same way).
 MAX_SEED = 2**32 - 1
 RANDOM_STATE = [Interval(int, 0, MAX_SEED)]

@@ -9,7 +9,7 @@ samples through the benchmark's own scoring code, thresholds the training scores
 scoring, threshold and metrics all run on networks nobody here trained, so a wrong step anywhere shows
 up as a wrong number.
 
-Checkpoint directory (the data's rule, bench.data.candidate_dirs): ``checkpoints_dir`` (--checkpoints) or
+Checkpoint directory (the data's rule, bench.evaluation.data.candidate_dirs): ``checkpoints_dir`` (--checkpoints) or
 else $ADVAE_BENCH_CHECKPOINTS if given, and then only there; otherwise the copy committed in the
 repository's ``checkpoints/``. Files: ``<dataset>-encoder.pt`` and ``<dataset>-decoder.pt``.
 """
@@ -21,10 +21,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench import BenchError, data
-from bench.metrics import METRICS, evaluate
-from bench.protocols import make_split
-from bench.thresholds import threshold
+from bench import BenchError
+from bench.evaluation import data
+from bench.evaluation.metrics import METRICS, evaluate
+from bench.evaluation.protocols import make_split
+from bench.evaluation.thresholds import threshold
 
 CHECKPOINTS_ENV = "ADVAE_BENCH_CHECKPOINTS"
 CHECKPOINTS_SOURCE = ("the adVAE authors' public repository WangXuhongCN/adVAE, folder checkpoints/ "

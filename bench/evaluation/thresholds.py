@@ -6,7 +6,7 @@
 - ``percentile``: the plain empirical (1 - alpha) quantile (numpy's default linear interpolation).
 - ``kde-grid-legacy``: the adVAE authors' grid computation (registered by ``register_policy`` below).
 - ``paper``: what the adVAE paper used for each method's family. Every detector declares its
-  ``threshold_family`` (``bench.base.Detector``): ``"reconstruction"`` (AE, VAE, DAGMM and the adVAE
+  ``threshold_family`` (``bench.contract.base.Detector``): ``"reconstruction"`` (AE, VAE, DAGMM and the adVAE
   family: the paper's Table 4 caption states the kde threshold at alpha = 0.1) gets ``kde``; ``"pyod"``
   (the default, for every other method: the paper ran its other baselines in PyOD, whose rule is
   the training-score percentile at the contamination rate, here alpha) gets ``percentile``.
@@ -78,7 +78,7 @@ def resolve(policy: str, family: str | None = None) -> str:
 def paper_threshold(train_scores: np.ndarray, alpha: float = DEFAULT_ALPHA) -> float:
     """Listed with the others so configs and ``list`` know the name; it is resolved per method by
     ``threshold(..., family=...)``, never called directly."""
-    raise TypeError("the paper policy depends on the method: call bench.thresholds.threshold(policy, "
+    raise TypeError("the paper policy depends on the method: call bench.evaluation.thresholds.threshold(policy, "
                     "scores, alpha, family=<the detector's threshold_family>)")
 
 

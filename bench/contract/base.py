@@ -23,10 +23,10 @@
 - ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).
 - ``monitored_losses``: the ``history_`` keys the "loss never decreased" health flag looks at
   (default: all of them).
-- ``threshold_family``: which threshold the ``paper`` policy gives the method (``bench.thresholds``):
+- ``threshold_family``: which threshold the ``paper`` policy gives the method (``bench.evaluation.thresholds``):
   ``"reconstruction"`` (kde at alpha, as the paper for AE, VAE, DAGMM and adVAE) or ``"pyod"``
   (default: PyOD's training-score percentile at the contamination rate). A new method chooses.
-- ``parameter_constraints``: which values each parameter takes (bench.params), with relations between
+- ``parameter_constraints``: which values each parameter takes (bench.contract.params), with relations between
   parameters in ``_check_combinations``. ``validate_params`` checks both; the registry calls it for
   every spec before the first fit, and ``fit_group`` calls it again for direct use.
 """
@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from bench import params as _params
-from bench.interrupts import method_failure
+from bench.contract import params as _params
+from bench.contract.interrupts import method_failure
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,11 +60,11 @@ class Detector(BaseEstimator):
     monitored_losses: list | None = None
     #: The ``paper`` threshold policy's family: "reconstruction" (kde) or "pyod" (percentile).
     threshold_family = "pyod"
-    #: parameter name -> the values it takes (bench.params: Interval, Options, bool, str, None, Check).
+    #: parameter name -> the values it takes (bench.contract.params: Interval, Options, bool, str, None, Check).
     parameter_constraints: dict = {}
 
     def validate_params(self) -> None:
-        """Raise bench.params.InvalidParameter (a ValueError) for a value the method does not take."""
+        """Raise bench.contract.params.InvalidParameter (a ValueError) for a value the method does not take."""
         _params.check(type(self).__name__, self.parameter_constraints, self.get_params(deep=False))
         self._check_combinations()
 

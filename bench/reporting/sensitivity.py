@@ -26,8 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import BenchError, registry  # noqa: E402
-from bench.protocols import parse_protocol  # noqa: E402
+from bench import BenchError  # noqa: E402
+from bench.contract import registry
+from bench.evaluation.protocols import parse_protocol  # noqa: E402
 
 METRICS = {"ap": "AP", "auc": "AUC"}
 PUBLISHED_NOTE = "paper (read off its Figure 9, about +-0.01)"

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from bench.base import TrainingDiverged
+from bench.contract.base import TrainingDiverged
 
 
 class LossLog:

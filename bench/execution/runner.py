@@ -2,7 +2,7 @@
 
 A run is a pure function of (method spec, dataset, protocol, seed) -> record + raw scores. Its key
 hashes the method name and version, a digest of the method's source (its file and the files of its
-package it imports, bench/sources.py), the fully resolved parameters, the dataset's checksum, the
+package it imports, bench/contract/sources.py), the fully resolved parameters, the dataset's checksum, the
 protocol, the seed and the spec as written (two specs that resolve to the same parameters, e.g. a
 sweep's value that equals the default, are stored as two runs, each under its own name); a stored ``ok`` run with that key is not recomputed (``force`` recomputes).
 Which seeds train together is not in the key: a member of a stack is bit-identical to its solo fit
@@ -41,15 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError, WorkError, data, registry
-from bench.config import Experiment
-from bench.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
-from bench.metrics import evaluate
-from bench.protocols import SEED_FREE, make_split
-from bench.sources import method_digest
-from bench.store import RunLock, Store
-from bench.telemetry import health_flags
-from bench.thresholds import threshold as compute_threshold
+from bench import BenchError, WorkError
+from bench.evaluation import data
+from bench.contract import registry
+from bench.execution.config import Experiment
+from bench.contract.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
+from bench.evaluation.metrics import evaluate
+from bench.evaluation.protocols import SEED_FREE, make_split
+from bench.contract.sources import method_digest
+from bench.execution.store import RunLock, Store
+from bench.execution.telemetry import health_flags
+from bench.evaluation.thresholds import threshold as compute_threshold
 
 
 @dataclass(frozen=True)
@@ -651,11 +653,11 @@ def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, fo
                    quick: bool = False, progress: bool = True, executor=None) -> dict:
     """Run every pending run of ``exp`` into the store in ``out_dir``. Returns counts by status of the
     runs computed now, ``total`` and ``skipped`` (already stored ok), ``keys``: every run of ``exp``,
-    and ``utilisation``. ``executor`` (bench/executors.py, started by the caller or here; the caller
+    and ``utilisation``. ``executor`` (bench/execution/executors.py, started by the caller or here; the caller
     closes it): default, ``workers`` local processes (one: in this process)."""
     from tqdm import tqdm
 
-    from bench import executors
+    from bench.execution import executors
 
     runs = expand(exp, data_dir, quick)
     store = Store(out_dir, writing=True)  # a read-only store is refused here, before any fit

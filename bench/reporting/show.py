@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench import BenchError, registry
+from bench import BenchError
+from bench.contract import registry
 
 SHOWN = ("auc", "ap", "recall", "f1")
 NAMES = {"auc": "AUC", "ap": "AP", "recall": "recall", "f1": "F1"}

@@ -2,7 +2,7 @@
 
     protocol = "paper"                 # or "resample"
     seeds = [0, 1, 2, 3, 4]
-    threshold = "kde"                  # threshold policy (bench.thresholds)
+    threshold = "kde"                  # threshold policy (bench.evaluation.thresholds)
     alpha = 0.1
     datasets = ["letter", "cardio"]    # catalogue names, collections ("paper", "adbench") or own files
     label_col = "target"               # label column of own .csv files (default: y or label)
@@ -28,7 +28,7 @@ swept value is written in the spec, so it wins over an override of the same para
 parameter still takes its per-dataset override ("m_x over five values, the rest at Table 2"). On the
 command line: ``--sweep "advae:m_x=0.5,1,1.5"`` (``a+b:param=v1,v2`` for several methods).
 
-``contamination`` runs the protocol once per rate r as ``<protocol>+adasyn=<r>`` (bench.protocols:
+``contamination`` runs the protocol once per rate r as ``<protocol>+adasyn=<r>`` (bench.evaluation.protocols:
 synthetic anomalies from held-out anomalies, r of the training rows).
 
 ``base = "paper.toml"`` (a path relative to the config's folder) starts from another config: every key
@@ -42,10 +42,12 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench import BenchError, data, registry
-from bench.params import MAX_SEED, Check, Interval, InvalidParameter, check as check_values
-from bench.protocols import parse_protocol, protocol_name
-from bench.thresholds import POLICIES
+from bench import BenchError
+from bench.evaluation import data
+from bench.contract import registry
+from bench.contract.params import MAX_SEED, Check, Interval, InvalidParameter, check as check_values
+from bench.evaluation.protocols import parse_protocol, protocol_name
+from bench.evaluation.thresholds import POLICIES
 
 #: At most this many seeds per invocation (a typo such as 0-99999 would otherwise queue 10^5 runs).
 MAX_SEEDS = 1000
@@ -69,7 +71,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SEED = Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED,
               f"an integer from 0 to {MAX_SEED}")
 
-#: What each key of a config takes (bench.params constraints, as for a method's parameters): checked
+#: What each key of a config takes (bench.contract.params constraints, as for a method's parameters): checked
 #: per file before anything is built, so a wrong type is one error line naming the key, not a traceback.
 SCHEMA = {
     "base": [Check(lambda v: isinstance(v, str) and v.strip() != "", 'a file name, e.g. "paper.toml"')],

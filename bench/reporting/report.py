@@ -14,7 +14,7 @@ min..max band; the featured methods (the adVAE family and the best few others, o
 choice) in strong colours, every other method faint; a small-multiples figure with every dataset side
 by side for the featured methods; and per-run training-loss curves from the telemetry.
 
-Everything here takes plain pandas/numpy data (drawn from the store by ``bench.outputs``), so a
+Everything here takes plain pandas/numpy data (drawn from the store by ``bench.reporting.outputs``), so a
 table or a figure can be regenerated at any time without re-training.
 """
 from __future__ import annotations

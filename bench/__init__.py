@@ -6,7 +6,7 @@ never means editing anything here.
 import os as _os
 
 #: Numerical code paths pinned before any BLAS call (set here, the first module any entry point
-#: imports, and again in methods/invariant.py). MKL's default mode picks kernels by the batch, the
+#: imports, and again in engine/invariant.py). MKL's default mode picks kernels by the batch, the
 #: CPU and the memory alignment: on an AMD EPYC (AVX2) the weight-gradient product of a stack of
 #: networks rounded differently for members 1.. than in their solo fits (~10 % of layer shapes).
 #: MKL's Conditional Numerical Reproducibility mode (MKL_CBWR) fixes the code path, which makes those

@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", help="where to write leaderboard-<metric>.*, cd-<metric>.png/svg and "
                     "wilcoxon-<metric>.csv (default: <results>/leaderboard of the first --results DIR)")
 
-    # Subcommands that definition modules contribute (adVAE's reference and perf, methods/advae_tools.py)
+    # Subcommands contributed from outside the plumbing (tools/commands/: perf, reference)
     from bench.contract import registry
 
     for cmd in registry.commands().values():

@@ -10,7 +10,7 @@ adVAE's, but it is never used or trained); x_r = G(mu); loss = MSE(x, x_r) = per
 of (x - x_r)^2, averaged over the batch; score = the same sum of squares for each row.
 One iteration = one Adam step on one mini-batch.
 
-Trained as a seed stack by methods/stacked.py (``StackedDeepDetector``), which the other deep methods
+Trained as a seed stack by engine/stacked.py (``StackedDeepDetector``), which the other deep methods
 share.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from bench.contract.registry import register
-from methods.stacked import StackedDeepDetector, chunked, store_params
+from engine.stacked import StackedDeepDetector, chunked, store_params
 
 
 def squared_error(x: torch.Tensor, x_r: torch.Tensor) -> torch.Tensor:

@@ -46,11 +46,11 @@ from torch import nn
 
 from bench.contract.registry import register
 from methods.ae import squared_error
-from methods.backbone import Encoder, Generator, StackedLinear
-from methods.invariant import bmm
+from engine.backbone import Encoder, Generator, StackedLinear
+from engine.invariant import bmm
 from bench.contract.params import Interval
-from methods.backbone import TRAINING_CONSTRAINTS
-from methods.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
+from engine.backbone import TRAINING_CONSTRAINTS
+from engine.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 
 #: Smallest norm used in a denominator (inputs are MinMax-scaled; 1e-6 of a feature's range).
 _NORM_FLOOR = 1e-6
@@ -215,7 +215,7 @@ class MixtureEnergy(torch.autograd.Function):
     arithmetic (profile in README "Speed"). Here all K components go through each operation at once,
     and the per-component matrix products run as ONE product per member with block-diagonal
     matrices (S products of (K m)-wide matrices instead of S K products of m-wide ones: more
-    arithmetic, far fewer calls). Every operation is stack-size invariant (methods/invariant.py:
+    arithmetic, far fewer calls). Every operation is stack-size invariant (engine/invariant.py:
     elementwise, reductions inside a member, ``bmm``, batched LAPACK).
 
     The Mahalanobis terms use the precision A_k^-1 (``cholesky_inverse`` of the guarded factor):

@@ -1,10 +1,10 @@
 """GAN baseline on adVAE's backbone (Wang et al., KBS 2020, Section 4.4; Goodfellow et al., NIPS 2014).
 
-Networks (methods/backbone.py): generator = adVAE's G (k -> h -> h -> d, Sigmoid output, inputs are
+Networks (engine/backbone.py): generator = adVAE's G (k -> h -> h -> d, Sigmoid output, inputs are
 MinMax-scaled), latent z ~ N(0, I) of size k; discriminator D = d -> h -> h -> 1 with a Sigmoid, D(x) =
 probability that x is a real (training) row. D returns its logit here and the Sigmoid is applied inside
 the losses (binary cross-entropy with logits): the same function, numerically stable. (``softplus`` and
-``sigmoid`` are methods/invariant.py's stack-size invariant versions, so a member fits as it would alone.)
+``sigmoid`` are engine/invariant.py's stack-size invariant versions, so a member fits as it would alone.)
 
 Losses per mini-batch (non-saturating form, Goodfellow et al. Section 3):
     loss_D = -mean log D(x) - mean log(1 - D(G(z)))
@@ -35,10 +35,10 @@ from torch import nn
 
 from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
-from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
-from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
-from methods.invariant import StackAdam, sigmoid, softplus
-from methods.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
+from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
+from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
+from engine.invariant import StackAdam, sigmoid, softplus
+from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
 
 _LOG4 = math.log(4.0)  # 2 log 2: loss_D of a discriminator that cannot tell data from generator
 
@@ -51,7 +51,7 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
     for both networks), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU when
     present), random_state (init, batch order, latent noise).
     score: "paper" (-log D(x), the default), "two-sided", "snapshots" (over n_snapshots copies of D,
-    20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): methods/discriminator_scores.py.
+    20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): engine/discriminator_scores.py.
     """
 
     # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)

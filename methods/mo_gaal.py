@@ -100,8 +100,8 @@ from bench.contract.base import Detector
 from bench.contract.params import Interval
 from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
-from methods.backbone import TRAINING_CONSTRAINTS, member_generators, pick_device
-from methods.discriminator_scores import (ensemble, frozen_copy, reference, score_constraints,
+from engine.backbone import TRAINING_CONSTRAINTS, member_generators, pick_device
+from engine.discriminator_scores import (ensemble, frozen_copy, reference, score_constraints,
                                           snapshot_iterations, two_sided)
 
 #: Rows per chunk when scoring (D is tiny; this only bounds memory on very large inputs).
@@ -166,7 +166,7 @@ class MOGAAL(Detector):
     runs are only a few hundred iterations long). device: "auto" = GPU when present.
     random_state: seed of the weight init, noise and batch order.
     score: "paper" (1 - D(x), the default), "two-sided" or "snapshots" (over n_snapshots copies of D,
-    20): methods/discriminator_scores.py.
+    20): engine/discriminator_scores.py.
     """
 
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)

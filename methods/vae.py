@@ -1,6 +1,6 @@
 """VAE baseline on adVAE's backbone (Wang et al., KBS 2020, Section 4.4; Kingma & Welling, ICLR 2014).
 
-Same encoder E and generator G as adVAE (methods/backbone.py), same optimiser (Adam, lr 1e-3), batch
+Same encoder E and generator G as adVAE (engine/backbone.py), same optimiser (Adam, lr 1e-3), batch
 (128) and budget (20000 iterations; one iteration = one Adam step on one mini-batch).
 
 Loss per mini-batch (the terms of adVAE's L_E without the hinges, ../shared/docs/advae-spec.md):
@@ -21,8 +21,8 @@ import torch
 from bench.contract.registry import register
 from methods.ae import squared_error
 from bench.contract.params import Interval
-from methods.backbone import TRAINING_CONSTRAINTS
-from methods.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
+from engine.backbone import TRAINING_CONSTRAINTS
+from engine.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class VAE(StackedDeepDetector):
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
     cost = 1.75  # per iteration, relative to AE (measured, issue 11): orders the groups, never a result
     # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
-    # 4: L-sample scoring in 16 MiB chunks (methods/backbone.py): some training rows' scores move by
+    # 4: L-sample scoring in 16 MiB chunks (engine/backbone.py): some training rows' scores move by
     #    1-2 ulp (cardio); test scores, thresholds and metrics unchanged
     version = "4"
 

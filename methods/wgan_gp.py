@@ -1,7 +1,7 @@
 """WGAN-GP baseline on adVAE's backbone (Wang et al., KBS 2020, Section 4.4; Gulrajani et al.,
 "Improved Training of Wasserstein GANs", NIPS 2017, Algorithm 1).
 
-Networks (methods/backbone.py): generator = adVAE's G without the output Sigmoid (k -> h -> h -> d),
+Networks (engine/backbone.py): generator = adVAE's G without the output Sigmoid (k -> h -> h -> d),
 z ~ N(0, I) of size k; critic f = d -> h -> h -> 1 without output activation.
 
 Critic loss per critic step, on b real rows x, b generated rows x~ = G(z) and b interpolates
@@ -41,10 +41,10 @@ from torch import nn
 from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
 from bench.contract.params import Interval
-from methods.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
-from methods.discriminator_scores import StackedDiscriminatorScores, score_constraints
-from methods.invariant import StackAdam, bmm, linear, one_wide
-from methods.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
+from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
+from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
+from engine.invariant import StackAdam, bmm, linear, one_wide
+from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
 
 #: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
 _NORM_EPS = 1e-12
@@ -75,7 +75,7 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, u: torch.Te
 # One iteration then runs: the n_critic steps' fakes in one generator pass (G is fixed while the critic
 # trains), per critic step one critic pass over [x^; real; fake] and its hand-written backward, and a
 # generator step whose backward goes through the critic to G's weights. Checked against autograd in
-# float64 (tests/test_deep_baselines.py); the arithmetic is methods/invariant.py's, so a member trains
+# float64 (tests/test_deep_baselines.py); the arithmetic is engine/invariant.py's, so a member trains
 # as it would alone (tests/test_invariance.py).
 
 _relu_backward = torch.ops.aten.threshold_backward.default  # (grad, relu output, 0)
@@ -186,7 +186,7 @@ class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
     latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU when present), random_state.
     score: "paper" (-f(x), the default), "two-sided", "snapshots" (over n_snapshots copies of the
     critic, 20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01):
-    methods/discriminator_scores.py.
+    engine/discriminator_scores.py.
     """
 
     # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)

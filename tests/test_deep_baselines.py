@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench.contract.base import TrainingDiverged
 from bench.contract.registry import build, entry
-from methods.backbone import (Discriminator, Generator, Shape, StackedLinear, member_generators, sigmoid,
+from engine.backbone import (Discriminator, Generator, Shape, StackedLinear, member_generators, sigmoid,
                               softplus)
 from methods.dagmm import (compression_features, energy, guarded_cholesky,
                            mixture_from_memberships)

@@ -1,4 +1,4 @@
-"""Label-free discriminator scores (methods/discriminator_scores.py, issue 12): the ``score`` options of
+"""Label-free discriminator scores (engine/discriminator_scores.py, issue 12): the ``score`` options of
 GAN, WGAN-GP and MO-GAAL.
 
 The inversion case: training rows and normal test rows in a box around 0.5, anomalies at 0.9 on
@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench.contract.params import InvalidParameter
 from bench.contract.registry import build
-from methods.discriminator_scores import reference, snapshot_iterations, two_sided
+from engine.discriminator_scores import reference, snapshot_iterations, two_sided
 
 torch.set_num_threads(1)
 

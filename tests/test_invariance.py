@@ -1,4 +1,4 @@
-"""Stack-size invariance (methods/invariant.py): a member trained in a stack of any size 1..8 is bit
+"""Stack-size invariance (engine/invariant.py): a member trained in a stack of any size 1..8 is bit
 for bit its solo fit, for every deep method that trains stacks, at the five datasets' shapes.
 
 Synthetic rows with each dataset's width d and latent size k (configs/paper.toml), and n = 128 +

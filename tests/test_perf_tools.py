@@ -1,10 +1,10 @@
-"""The ``perf`` command for every deep method (methods/perf_tools.py): the FLOP count against a hand
+"""The ``perf`` command for every deep method (tools/commands/perf.py): the FLOP count against a hand
 computation, and the table's shape and columns on a tiny budget. Speeds themselves are not asserted."""
 import numpy as np
 import pytest
 import torch
 
-from methods.perf_tools import COLUMNS, count_flops, dense_flops, run_perf
+from tools.commands.perf import COLUMNS, count_flops, dense_flops, run_perf
 
 
 def test_dense_flops_by_hand():

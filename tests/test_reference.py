@@ -1,4 +1,4 @@
-"""The check against the adVAE authors' released weights (bench/evaluation/reference.py, methods/advae_tools.py)
+"""The check against the adVAE authors' released weights (bench/evaluation/reference.py, tools/commands/reference.py)
 and the authors' grid threshold (bench.evaluation.thresholds, policy kde-grid-legacy)."""
 import numpy as np
 import pandas as pd
@@ -12,9 +12,9 @@ from bench.evaluation import data
 from bench.evaluation.protocols import make_split
 from bench.evaluation.reference import COLUMNS, checkpoint_paths, run_reference
 from bench.evaluation.thresholds import threshold
-from methods.advae import load_reference
-from methods.advae_tools import load_checkpoints
-from methods.stacked import l_sample_scores as score_rows
+from tools.commands.reference import load_reference
+from tools.commands.reference import load_checkpoints
+from engine.stacked import l_sample_scores as score_rows
 
 torch.set_num_threads(1)
 

@@ -13,11 +13,11 @@
   protocol and parameters except ``random_state`` (i.e. several seeds; for the ``resample`` protocol
   each member has its own training rows) to this classmethod, at most ``max_group_size`` at once.
   A method whose training takes some parameters per member declares them in ``member_params``
-  (``methods.stacked.StackedFit``); its groups then also mix values of those parameters (the
+  (``engine.stacked.StackedFit``); its groups then also mix values of those parameters (the
   settings of a sweep), grouped by class, dataset, protocol and the other parameters.
   It returns one item per member: the fitted detector, or the Exception that member failed with (a
   failing member must not take its group down). The default fits them one by one; a method may
-  override it to train them together (e.g. stacked networks: ``methods.stacked.StackedFit``), as long
+  override it to train them together (e.g. stacked networks: ``engine.stacked.StackedFit``), as long
   as each member ends up fitted as if it had been fitted alone (same seed -> the same scores bit for
   bit, whatever the grouping: the run key does not name the group).
 - ``quick_params``: parameter values for ``--quick`` runs (small iteration budgets).

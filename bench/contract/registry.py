@@ -38,6 +38,7 @@ from bench.contract.params import InvalidParameter
 ENTRY_POINT_GROUP = "advae_bench.methods"
 PLUGIN_ENV = "ADVAE_BENCH_PLUGINS"  # os.pathsep-separated plugin files, loaded by every process
 DEFINITIONS = "methods"  # the package whose modules define the built-in methods
+COMMANDS = "tools.commands"  # the package whose modules contribute CLI subcommands (perf, reference)
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _SPEC_RE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_:.\-]+)\s*(\[(?P<params>.*)\])?\s*$", re.S)
 
@@ -55,8 +56,8 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class Command:
-    """A CLI subcommand that a definition module contributes (e.g. adVAE's ``reference`` and ``perf``,
-    methods/advae_tools.py): ``add_arguments(parser)`` declares its flags, ``run(args) -> exit status``
+    """A CLI subcommand that a definition module contributes (e.g. ``reference`` and ``perf``,
+    tools/commands/): ``add_arguments(parser)`` declares its flags, ``run(args) -> exit status``
     does the work and raises BenchError for bad input."""
 
     name: str
@@ -97,8 +98,15 @@ def register_command(name: str, help: str, add_arguments: Callable[[Any], None],
 
 
 def commands() -> dict[str, Command]:
-    """Every subcommand the definition modules registered, by name."""
+    """Every subcommand registered, by name: by the modules of ``COMMANDS`` and by definition modules."""
     _load_all()
+    try:
+        package = importlib.import_module(COMMANDS)
+    except ImportError:
+        package = None  # installed without the tools: no extra subcommands
+    for mod in pkgutil.iter_modules(package.__path__ if package else []):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{COMMANDS}.{mod.name}")
     return dict(_COMMANDS)
 #: a full stop ends a sentence when a capital letter follows, unless it closes one of these
 _ABBREVIATIONS = ("al", "e.g", "i.e", "cf", "vs", "etc", "Fig", "Eq", "Sec")

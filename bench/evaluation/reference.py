@@ -2,7 +2,7 @@
 
 ``run_reference`` loads the authors' trained encoder and generator for each dataset (their repository
 WangXuhongCN/adVAE, folder checkpoints/; committed here in checkpoints/) through the
-``load`` function it is given (adVAE's, from methods/advae_tools.py, which also registers the
+``load`` function it is given (adVAE's, from tools/commands/reference.py, which also registers the
 ``reference`` command: plumbing never imports a definition), scores the paper split with L latent
 samples through the benchmark's own scoring code, thresholds the training scores with the exact
 ``kde`` policy and the authors' ``kde-grid-legacy`` one, and computes the metrics. Split, scaling,

@@ -6,7 +6,7 @@ package it imports, bench/contract/sources.py), the fully resolved parameters, t
 protocol, the seed and the spec as written (two specs that resolve to the same parameters, e.g. a
 sweep's value that equals the default, are stored as two runs, each under its own name); a stored ``ok`` run with that key is not recomputed (``force`` recomputes).
 Which seeds train together is not in the key: a member of a stack is bit-identical to its solo fit
-(methods/invariant.py, tests/test_invariance.py).
+(engine/invariant.py, tests/test_invariance.py).
 
 Runs of the same method, dataset, protocol and parameters except ``random_state`` form a group that is
 handed to the method's ``fit_group``, so a method can train several seeds as one stack; each member is

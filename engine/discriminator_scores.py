@@ -122,7 +122,7 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 class StackedDiscriminatorScores:
     """Mixin of the stacked GANs (GAN, WGAN-GP): the ``score`` options on networks G and D
-    (methods/backbone.py Discriminator, fc1 -> fc2 -> out). The class defines ``_paper_score(out)``
+    (engine/backbone.py Discriminator, fc1 -> fc2 -> out). The class defines ``_paper_score(out)``
     (D's raw output, (n,) -> the paper's score, float64). Call ``self._snapshot(nets, it)`` after each
     training iteration."""
 

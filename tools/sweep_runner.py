@@ -7,7 +7,7 @@ x seeds 0-4 (25 members: one stack of 25 on one worker, 13 + 12 on two). Prints 
 (training, scoring, storing, everything a `run` does), the CPU time of the workers, and the ratio.
 Training at ``--n-iter`` iterations (the paper's 20000 by default; fewer for a quick look).
 
-    python benchmarks/sweep_runner.py [--dataset cardio] [--n-iter 20000] [--workers 2]
+    python tools/sweep_runner.py [--dataset cardio] [--n-iter 20000] [--workers 2]
 
 Numbers depend on the machine and its load: the machine line is printed with them.
 """

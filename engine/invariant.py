@@ -1,7 +1,7 @@
 """Stack-size invariance: the arithmetic that makes a member of a stack bit-identical to its solo fit.
 
-Every deep method here trains several runs (seeds) as one stack of S members (methods/stacked.py,
-methods/backbone.py): tensors of shape (S, ...), member s in slice s. A member must end up exactly as
+Every deep method here trains several runs (seeds) as one stack of S members (engine/stacked.py,
+engine/backbone.py): tensors of shape (S, ...), member s in slice s. A member must end up exactly as
 it would alone, whatever S and whoever trains beside it, because the run key (bench/execution/runner.py) does not
 name the group. Every training path (adVAE's hand-written gradients, adVAE's autograd path and the
 deep baselines) takes the operations below from this one module.

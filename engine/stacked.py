@@ -2,10 +2,10 @@
 detectors, the one batch-and-noise feeder, the one L-sample scorer.
 
 A group of runs (seeds) of one method, dataset and parameters trains as one stack of S members
-(methods/backbone.py): members with the same training shape share every tensor operation, each with
+(engine/backbone.py): members with the same training shape share every tensor operation, each with
 its own weight init (``member_generators(seeds)``), mini-batch order (``batch_indices(..., seed)``)
 and noise (``member_generators(seeds, NOISE_SALT)``), through the stack-size invariant arithmetic of
-methods/invariant.py. After training, member s is copied out as an S = 1 network, so its scores do not
+engine/invariant.py. After training, member s is copied out as an S = 1 network, so its scores do not
 depend on the group it trained in.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from torch import nn
 
 from bench.contract.base import Detector
 from bench.execution.telemetry import LossLog
-from methods.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
+from engine.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
                               latent_size, mean_reconstruction_error, member_copy, member_generators,
                               pick_device)
-from methods.invariant import StackAdam
+from engine.invariant import StackAdam
 
 #: Rows per chunk when scoring a deterministic network (bounds memory only; scores do not depend on it).
 SCORE_CHUNK = 8192
@@ -201,7 +201,7 @@ class StackedDeepDetector(StackedFit, Detector):
     version = "2"  # 2: inputs scaled by sklearn's MinMaxScaler (ulp-level change)
     max_group_size = 8
     quick_params = {"n_iter": 300}
-    #: The rule that sizes the networks for d features, shown by `list METHOD` (methods/backbone.py).
+    #: The rule that sizes the networks for d features, shown by `list METHOD` (engine/backbone.py).
     sizing = ("hidden h = min(d // 2, 64), latent k = latent_dim or min(round(d / 3), 32): the authors' "
               "sizes up to d = 97, PyOD's AutoEncoder/DeepSVDD widths [64, 32] beyond")
     parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}

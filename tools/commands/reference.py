@@ -1,7 +1,7 @@
 """adVAE's tools, beside adVAE: the ``reference`` command (the authors' released weights through the
 benchmark's evaluation path), registered with the CLI through ``bench.contract.registry.register_command``, so
 the plumbing reaches it without importing a definition. (The ``perf`` command, for every deep method,
-is methods/perf_tools.py.)
+is tools/commands/perf.py.)
 """
 from __future__ import annotations
 
@@ -9,13 +9,31 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench import BenchError
 from bench.evaluation.data import REPO_ROOT
 from bench.contract.registry import register_command
-from methods.advae import load_reference
-from methods.stacked import l_sample_scores
+from engine.backbone import Encoder, Generator, Shape, load_linear_state, member_generators
+from engine.stacked import l_sample_scores
 
+
+
+def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Encoder, Generator]:
+    """The adVAE authors' released weights (state_dicts of their Encoder: fc1, fc2, fcmu, fclogvar, and
+    Decoder: fc3, fc4, fcxmu) as an S = 1 (E, G) pair for ``stacked.l_sample_scores``."""
+    enc = torch.load(encoder_path, map_location="cpu", weights_only=True)
+    dec = torch.load(decoder_path, map_location="cpu", weights_only=True)
+    h, d = enc["fc1.weight"].shape
+    k = enc["fcmu.weight"].shape[0]
+    shape = Shape(d, k, h)
+    gens = member_generators([0])  # any init: every weight is overwritten
+    E, G = Encoder(shape, gens), Generator(shape, gens)
+    load_linear_state(E, enc)
+    load_linear_state(G, dec)
+    for p in [*E.parameters(), *G.parameters()]:
+        p.requires_grad_(False)
+    return E.to(device).eval(), G.to(device).eval()
 
 
 # ---- reference ----------------------------------------------------------------------------------

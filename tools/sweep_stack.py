@@ -5,7 +5,7 @@ For each dataset: the wall time of one 5-seed adVAE stack (the paper's Table 2 s
 thread at a fixed small n_iter, and their ratio (target: at most 2). With --profile, the top
 operators of each stack by self CPU time (torch.profiler), to see where the time goes.
 
-    python benchmarks/sweep_stack.py [--datasets cardio,optdigits] [--n-iter 300] [--repeats 3] [--profile]
+    python tools/sweep_stack.py [--datasets cardio,optdigits] [--n-iter 300] [--repeats 3] [--profile]
 
 Numbers depend on the machine and its load: the machine line is printed with them.
 """

@@ -6,7 +6,7 @@ Writes to results/diagnostics/ (nothing in the suite reads it back; nothing here
   curves_<method>.png           test AUC of the paper's score during training, one panel a dataset
   curves.csv                    method, dataset, seed, iteration, auc (paper score of that snapshot)
   scores.csv                    method, dataset, seed, score, status, auc, ap: the paper's score and
-                                each label-free option of methods/discriminator_scores.py, from the
+                                each label-free option of engine/discriminator_scores.py, from the
                                 same fits (training does not depend on ``score``), so they equal what
                                 ``run_bench.py run --methods 'gan[score=...]'`` stores for the runs
   dead.csv                      method, dataset, seed, share of D's last hidden units that are zero on
@@ -16,7 +16,7 @@ GAN and WGAN-GP: one stack of the five seeds a dataset, snapshots of D every n_i
 (the ``snapshots`` score uses every second one, i.e. its default n_snapshots = 20, same iterations).
 MO-GAAL: a snapshot after every iteration (its runs are a few hundred iterations long).
 
-    python diagnose_discriminators.py [--methods gan,wgan-gp,mo-gaal] [--datasets ...] [--n-iter N]
+    python tools/diagnose_discriminators.py [--methods gan,wgan-gp,mo-gaal] [--datasets ...] [--n-iter N]
 """
 from __future__ import annotations
 
@@ -28,13 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+
+import numpy as np  # noqa: E402
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from bench.evaluation import data
 from bench.evaluation.protocols import make_split
-from methods.discriminator_scores import snapshot_iterations
+from engine.discriminator_scores import snapshot_iterations
 from methods.gan import GAN
 from methods.mo_gaal import MOGAAL
 from methods.wgan_gp import WGANGP
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "README.txt").write_text(
-        "DIAGNOSTIC output of diagnose_discriminators.py (issue 12). Uses TEST LABELS. Nothing in the "
+        "DIAGNOSTIC output of tools/diagnose_discriminators.py (issue 12). Uses TEST LABELS. Nothing in the "
         "suite reads it; nothing was chosen from it.\n"
         f"Method versions: gan {GAN.version}, wgan-gp {WGANGP.version}, mo-gaal {MOGAAL.version}.\n")
     for method in a.methods.split(","):

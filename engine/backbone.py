@@ -5,7 +5,7 @@ shape (S, B, in) to (S, B, out) with batched matrix products. A single run is S 
 the same method and dataset (seeds, ablation settings) train together as one S > 1 stack, which on
 a CPU costs about the same per-operation overhead as one run (small networks are overhead bound).
 Member s is initialised from its own seed and never interacts with the other members, and the
-arithmetic comes from methods/invariant.py, so a member trained in a stack ends up bit for bit as it
+arithmetic comes from engine/invariant.py, so a member trained in a stack ends up bit for bit as it
 would alone.
 
 Sizes follow adVAE (paper Section 4.3; the authors' released weights use the same layer names):
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-# Stack-size invariant arithmetic lives in methods/invariant.py, the one module every training path
+# Stack-size invariant arithmetic lives in engine/invariant.py, the one module every training path
 # takes it from; sigmoid and softplus stay importable from here.
-from methods.invariant import linear, sigmoid, softplus  # noqa: F401
+from engine.invariant import linear, sigmoid, softplus  # noqa: F401
 from bench.contract.params import RANDOM_STATE, Check, Interval
 
 #: Memory budget for the (rows x L samples x features) tensors of L-sample scoring. 16 MiB rather than

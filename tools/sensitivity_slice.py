@@ -6,7 +6,7 @@ time scales with the iterations (x 20000 / n_iter, the paper's budget), scoring 
 row, train and test rows) does not. The estimate for the whole grid assumes the other datasets cost
 what the measured ones cost on average, and two workers that split the groups evenly.
 
-    python benchmarks/sensitivity_slice.py [--datasets cardio] [--n-iter 200]
+    python tools/sensitivity_slice.py [--datasets cardio] [--n-iter 200]
 """
 from __future__ import annotations
 

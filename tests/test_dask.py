@@ -1,6 +1,6 @@
 """The Dask executor on a LocalCluster of two worker processes: the same scores as the local executors,
 every run stored exactly once when a worker is killed mid-grid, a one-line error for a scheduler that
-does not answer, and the README's recipe (`dask scheduler`, `dask worker ADDRESS`, `run --executor dask
+does not answer, and the recipe of docs/running.md (`dask scheduler`, `dask worker ADDRESS`, `run --executor dask
 --scheduler ADDRESS`) end to end. Longest-first ordering is tested here too (it is the executors'
 order of submission)."""
 import json
@@ -200,7 +200,7 @@ def _dask_cli() -> list[str]:
 
 @pytest.mark.integration
 def test_the_readme_recipe_scheduler_worker_run(tmp_path):
-    """README, "Running across machines": `dask scheduler`, `dask worker ADDRESS`, then
+    """docs/running.md, "Running on several machines (Dask)": `dask scheduler`, `dask worker ADDRESS`, then
     `run --executor dask --scheduler ADDRESS`; here all three on this machine."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"

@@ -111,11 +111,12 @@ def test_a_plugin_file_that_misbehaves_at_import_is_one_error_line(tmp_path, plu
 
 
 def _readme_plugin() -> str:
-    """The plugin of the README's "Put your method on the leaderboard", as printed there."""
+    """The plugin of the README's "Add a method (one file)", as printed there (dedented, so the
+    block may sit at any indentation)."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split('@register("knn-mean")')[0].rsplit("```python", 1)[1] + '@register("knn-mean")' + \
         text.split('@register("knn-mean")')[1].split("```")[0]
-    return textwrap.dedent("\n".join(line[3:] for line in block.splitlines()))
+    return textwrap.dedent(block)
 
 
 def test_the_readme_plugin_declares_its_constraints(tmp_path, plugin, capsys):

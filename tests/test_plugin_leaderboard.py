@@ -1,6 +1,6 @@
-"""End to end, as the README's "put your method on the leaderboard": a detector in one file outside
-the repository, run with --plugin on an existing results directory (only its runs are computed),
-then ranked among the stored methods."""
+"""End to end, as the README's "Add a method (one file)" and docs/leaderboard.md's "Putting your method
+on the leaderboard": a detector in one file outside the repository, run with --plugin on an existing
+results directory (only its runs are computed), then ranked among the stored methods."""
 import sqlite3
 import textwrap
 

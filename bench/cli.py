@@ -235,7 +235,7 @@ def _load_plugins(a) -> None:
 
 
 def _cmd_run(a) -> int:
-    from bench.execution import config, executors, runner
+    from bench.execution import config, executors, progress, runner
     from bench.reporting import outputs
 
     base = config.load(a.config or DEFAULT_CONFIG)
@@ -285,7 +285,7 @@ def _cmd_run(a) -> int:
           + (f", {counts['timeout']} over the time limit of {exp.time_limit:g} s (status timeout)"
              if counts.get("timeout") else ""))
     if counts["total"] > counts["skipped"]:
-        print(runner.utilisation_line(counts["utilisation"]))
+        print(progress.utilisation_line(counts["utilisation"]))
     for line in outputs.summary_lines(out, counts["keys"])[1:]:
         print(line)
     if not a.no_report:

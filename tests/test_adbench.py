@@ -123,7 +123,8 @@ def test_a_run_over_its_time_limit_is_stored_as_timeout(tmp_path):
 
     from bench.contract.base import Detector
     from bench.execution.config import Experiment
-    from bench.execution.runner import RunTimeout, environment, execute_group, expand, time_limit
+    from bench.execution.runner import RunTimeout, environment, execute_group, time_limit
+    from bench.execution.plan import expand
     from bench.execution.store import Store
 
     with pytest.raises(RunTimeout):

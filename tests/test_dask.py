@@ -19,7 +19,7 @@ import pytest
 from bench import BenchError
 from bench.evaluation import data
 from bench.contract import registry
-from bench.execution import runner
+from bench.execution import plan, runner
 from bench.contract.base import Detector
 from bench.execution.config import Experiment
 from bench.evaluation.data import REPO_ROOT
@@ -104,7 +104,7 @@ def test_same_scores_serial_pool_and_dask(tmp_path, cluster):
     assert list(a.auc) == list(c.auc)
     assert set(c.device) == {"cpu"}
     # one line per group in executions.jsonl, each naming the worker process that ran it
-    lines = [json.loads(s) for s in (tmp_path / "dask" / runner.EXECUTIONS).read_text().splitlines()]
+    lines = [json.loads(s) for s in (tmp_path / "dask" / plan.EXECUTIONS).read_text().splitlines()]
     assert sorted(s for line in lines for s in line["seeds"]) == [0, 0, 0, 1, 1, 1]
     assert all(line["executor"].startswith("dask") and ":" in line["worker"] for line in lines)
 
@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_grid_and_every_run_stored_once(tmp_path, cluster, p
     # the killed worker's group ran again elsewhere and was stored once
     ran = [f.name for f in pid_dir.iterdir() if f.name.endswith(f"-{seed}")]
     assert len(ran) >= 2 and f"{pid}-{seed}" in ran
-    lines = (tmp_path / runner.EXECUTIONS).read_text().splitlines()
+    lines = (tmp_path / plan.EXECUTIONS).read_text().splitlines()
     assert sorted(s for line in lines for s in json.loads(line)["seeds"]) == list(range(6))
     assert str(pid) not in {json.loads(line)["worker"].split(":")[1] for line in lines
                             if seed in json.loads(line)["seeds"]}
@@ -264,23 +264,23 @@ def costed():
 
 
 def _groups(methods, datasets=("letter",)):
-    runs = runner.expand(_exp(methods, seeds=(0,), datasets=datasets))
-    groups = runner.make_groups(runs)
-    ds = {runner._data_ref(r): data.load(r.dataset) for r in runs}
+    runs = plan.expand(_exp(methods, seeds=(0,), datasets=datasets))
+    groups = plan.make_groups(runs)
+    ds = {plan._data_ref(r): data.load(r.dataset) for r in runs}
     return groups, ds
 
 
 def test_longest_first_from_declared_costs_then_from_stored_timings(costed):
     groups, ds = _groups(["test-free", "test-cheap", "test-dear"], datasets=("letter", "pendigits"))
-    order = [(t.group[0].spec, t.group[0].dataset) for t in runner.longest_first(groups, ds, {})]
+    order = [(t.group[0].spec, t.group[0].dataset) for t in plan.longest_first(groups, ds, {})]
     # cost x (1 + d / 50): letter (32 features) before pendigits (16); no declared cost: last, config order
     assert order == [("test-dear", "letter"), ("test-dear", "pendigits"), ("test-cheap", "letter"),
                      ("test-cheap", "pendigits"), ("test-free", "letter"), ("test-free", "pendigits")]
     # a stored timing wins over the cost model; the others are scaled by seconds per cost unit
-    sig = {(g[0].spec, g[0].dataset): runner._signature(g[0].method, g[0].spec, g[0].params_json,
+    sig = {(g[0].spec, g[0].dataset): plan._signature(g[0].method, g[0].spec, g[0].params_json,
                                                         g[0].dataset, g[0].protocol) for g in groups}
-    units = {(g[0].spec, g[0].dataset): runner.cost_units(g, ds[runner._data_ref(g[0])]) for g in groups}
-    tasks = runner.longest_first(groups, ds, {sig[("test-free", "letter")]: 1e9,
+    units = {(g[0].spec, g[0].dataset): plan.cost_units(g, ds[plan._data_ref(g[0])]) for g in groups}
+    tasks = plan.longest_first(groups, ds, {sig[("test-free", "letter")]: 1e9,
                                               sig[("test-dear", "letter")]: units[("test-dear", "letter")]})
     order = [(t.group[0].spec, t.group[0].dataset) for t in tasks]
     assert order[0] == ("test-free", "letter") and order[-1] == ("test-free", "pendigits")
@@ -301,9 +301,9 @@ def test_an_iterative_method_without_a_declared_cost_counts_as_ae(costed):
         groups, ds = _groups(["test-iter", "test-free"])
         (g_iter,), (g_free,) = [g for g in groups if g[0].spec == "test-iter"], \
             [g for g in groups if g[0].spec == "test-free"]
-        d = ds[runner._data_ref(g_iter[0])].X.shape[1]
-        assert runner.cost_units(g_iter, ds[runner._data_ref(g_iter[0])]) == 1.0 * 40 * (1 + d / 50)
-        assert runner.cost_units(g_free, ds[runner._data_ref(g_free[0])]) == 0.0
+        d = ds[plan._data_ref(g_iter[0])].X.shape[1]
+        assert plan.cost_units(g_iter, ds[plan._data_ref(g_iter[0])]) == 1.0 * 40 * (1 + d / 50)
+        assert plan.cost_units(g_free, ds[plan._data_ref(g_free[0])]) == 0.0
     finally:
         registry._REGISTRY.pop("test-iter", None)
 
@@ -317,12 +317,12 @@ def test_timings_come_from_the_store_and_executions_jsonl(tmp_path):
         rec.update(params=json.dumps({"n_estimators": 100, "random_state": 0}), fit_seconds=3.0,
                    score_seconds=0.5, group_size=1)
         store.put(rec)
-        sig = runner._signature("iforest", "iforest", json.dumps({"n_estimators": 100}), "letter", "paper")
-        assert runner.stored_timings(store, tmp_path) == {sig: 3.5}
-        with open(tmp_path / runner.EXECUTIONS, "w") as fh:
+        sig = plan._signature("iforest", "iforest", json.dumps({"n_estimators": 100}), "letter", "paper")
+        assert plan.stored_timings(store, tmp_path) == {sig: 3.5}
+        with open(tmp_path / plan.EXECUTIONS, "w") as fh:
             fh.write(json.dumps({"signature": sig, "seconds": 10.0, "runs": 2}) + "\n")
             fh.write('{"signature": "torn')  # a driver killed mid-write leaves a torn line
-        assert runner.stored_timings(store, tmp_path) == {sig: 5.0}
+        assert plan.stored_timings(store, tmp_path) == {sig: 5.0}
     finally:
         store.close()
 

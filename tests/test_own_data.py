@@ -5,7 +5,7 @@ import pytest
 import scipy.io
 
 from bench import BenchError
-from bench.execution import config, runner
+from bench.execution import config, plan, runner
 from bench.evaluation import data
 from bench.cli import main
 from bench.evaluation.data import REPO_ROOT
@@ -85,8 +85,8 @@ def test_another_label_column_is_other_data(tmp_path):
     path = _csv(tmp_path / "mine.csv", X, y, "y", {"other": np.r_[np.ones(10, int), np.zeros(len(y) - 10, int)]})
     base = config.Experiment(name="t", protocol="resample", seeds=(0,), threshold="kde", alpha=0.1,
                              datasets=(str(path),), methods=("iforest",))
-    (a,) = runner.expand(base)
-    (b,) = runner.expand(base.restrict(label_col="other"))
+    (a,) = plan.expand(base)
+    (b,) = plan.expand(base.restrict(label_col="other"))
     assert a.dataset_sha256 == b.dataset_sha256 and a.key != b.key
     assert a.source == str(path.resolve()) and b.label_col == "other"
 

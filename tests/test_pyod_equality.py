@@ -15,7 +15,8 @@ from sklearn.preprocessing import MinMaxScaler
 
 from bench.evaluation import data
 from bench.contract import registry
-from bench.execution.runner import environment, execute_group, expand
+from bench.execution.runner import environment, execute_group
+from bench.execution.plan import expand
 from bench.execution.config import Experiment
 
 DATASETS = ["letter", "cardio", "satellite", "optdigits", "pendigits"]

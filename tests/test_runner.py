@@ -12,7 +12,7 @@ import pytest
 
 from bench.reporting import outputs
 from bench.contract import registry
-from bench.execution import runner
+from bench.execution import plan, progress, runner
 from bench.contract.base import Detector
 from bench.execution.config import Experiment
 from bench.evaluation.data import REPO_ROOT
@@ -120,7 +120,7 @@ def test_kill_mid_grid_leaves_a_sound_store(tmp_path):
     con.close()
     assert 2 <= n < 41
     exp = _exp(["iforest[n_estimators=300]"], seeds=range(41), datasets=["optdigits"])
-    keys = {r.key for r in runner.expand(exp)}
+    keys = {r.key for r in plan.expand(exp)}
     assert Store(tmp_path).ok_keys() <= keys  # what was stored is what a resume will skip
 
 
@@ -195,9 +195,9 @@ def test_order_matches_specs_however_spelt():
 def test_progress_advances_by_estimated_work_not_by_runs():
     """A grid that starts with its longest group: after that one group the bar stands at its share
     of the estimated work (most of it), not at 1 of N runs."""
-    from bench.execution.runner import DEFAULT_SECONDS_PER_RUN, DEFAULT_SECONDS_PER_UNIT, Task, progress_weights
+    from bench.execution.plan import DEFAULT_SECONDS_PER_RUN, DEFAULT_SECONDS_PER_UNIT, Task, progress_weights
 
-    runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
+    runs = plan.expand(_exp(["hbos"], seeds=(0, 1, 2)))
     tasks = [Task(0, runs[:1], None, estimate=None, units=1e9),  # a deep group, cost model only
              Task(1, runs[1:2], None, estimate=120.0, units=5.0),  # timed before: its timing wins
              Task(2, runs[2:], None, estimate=None, units=0.0)]  # classical, never timed
@@ -209,18 +209,18 @@ def test_progress_advances_by_estimated_work_not_by_runs():
 def test_cpu_seconds_by_method_from_the_execution_log(tmp_path, fakes):
     exp = _exp(["test-ok", "test-raise"], seeds=(0, 1, 2))
     runner.run_experiment(exp, tmp_path, workers=1, progress=False)
-    t = runner.execution_summary(tmp_path)
+    t = progress.execution_summary(tmp_path)
     assert set(t.spec) == {"test-ok", "test-raise"} and t.runs.sum() == 6
     assert (t.cpu_seconds >= 0).all() and t.cpu_share.sum() == pytest.approx(1.0)
     (tmp_path / "executions.jsonl").open("a").write('{"torn line')  # a killed driver's last write
-    assert runner.execution_summary(tmp_path).runs.sum() == 6
+    assert progress.execution_summary(tmp_path).runs.sum() == 6
     from bench.reporting.outputs import _write_timings
 
     csv, md = _write_timings(tmp_path)
     import pandas as pd
 
     assert "s of CPU in" in md.read_text() and len(pd.read_csv(csv)) == 2
-    assert runner.execution_summary(tmp_path / "nowhere").empty
+    assert progress.execution_summary(tmp_path / "nowhere").empty
 
 
 def test_progress_moves_while_a_group_trains():
@@ -228,9 +228,10 @@ def test_progress_moves_while_a_group_trains():
     their weight); a finished group counts whole and frees its slot for the next in order."""
     from types import SimpleNamespace
 
-    from bench.execution.runner import Task, WorkProgress
+    from bench.execution.plan import Task
+    from bench.execution.progress import WorkProgress
 
-    runs = runner.expand(_exp(["hbos"], seeds=(0, 1, 2)))
+    runs = plan.expand(_exp(["hbos"], seeds=(0, 1, 2)))
     tasks = [Task(i, [r], None) for i, r in enumerate(runs)]
     bar = SimpleNamespace(n=0.0, total=600.0, refresh=lambda: None)
     work = WorkProgress(bar, tasks, {0: 300.0, 1: 200.0, 2: 100.0}, slots=2)

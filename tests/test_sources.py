@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.contract import registry, sources
 from bench.evaluation.data import REPO_ROOT
-from bench.execution import runner
+from bench.execution import plan, runner
 from bench.execution.config import Experiment
 
 PROJECT = {"bench", "engine", "methods", "tools"}
@@ -102,10 +102,10 @@ def test_the_repository_digests_every_engine_file_a_method_trains_with():
 def test_run_key_includes_the_digest(monkeypatch):
     exp = Experiment(name="t", protocol="paper", seeds=(0,), threshold="kde", alpha=0.1,
                      datasets=("letter",), methods=("ae", "pca"))
-    keys = {r.spec: r.key for r in runner.expand(exp)}
+    keys = {r.spec: r.key for r in plan.expand(exp)}
     real = sources.method_digest
     ae_cls = registry.entry("ae").cls
-    monkeypatch.setattr(runner, "method_digest", lambda cls: "edited" if cls is ae_cls else real(cls))
-    edited = {r.spec: r.key for r in runner.expand(exp)}
+    monkeypatch.setattr(plan, "method_digest", lambda cls: "edited" if cls is ae_cls else real(cls))
+    edited = {r.spec: r.key for r in plan.expand(exp)}
     assert edited["ae"] != keys["ae"] and edited["pca"] == keys["pca"]
     assert inspect.getsourcefile(ae_cls).endswith("ae.py")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.contract import registry
-from bench.execution import runner
+from bench.execution import plan, runner
 from bench.execution.config import Experiment, Override
 from bench.evaluation.data import REPO_ROOT
 from bench.execution.store import Store
@@ -138,24 +138,24 @@ def test_fit_group_still_rejects_differences_outside_member_params():
 
 # ---- the runner ----------------------------------------------------------------------------------
 def test_split_evenly():
-    assert [len(p) for p in runner.split_evenly(list(range(60)), 25)] == [20, 20, 20]
-    assert [len(p) for p in runner.split_evenly(list(range(120)), 25)] == [24] * 5
-    assert [len(p) for p in runner.split_evenly(list(range(7)), 25)] == [7]
-    assert sum(runner.split_evenly(list(range(51)), 25), []) == list(range(51))
+    assert [len(p) for p in plan.split_evenly(list(range(60)), 25)] == [20, 20, 20]
+    assert [len(p) for p in plan.split_evenly(list(range(120)), 25)] == [24] * 5
+    assert [len(p) for p in plan.split_evenly(list(range(7)), 25)] == [7]
+    assert sum(plan.split_evenly(list(range(51)), 25), []) == list(range(51))
 
 
 def test_sensitivity_grid_forms_few_groups_and_the_family_shares_one():
     from bench.execution import config
 
     exp = config.load(REPO_ROOT / "configs" / "sensitivity.toml")
-    groups = runner.make_groups(runner.expand(exp))
+    groups = plan.make_groups(plan.expand(exp))
     assert sum(map(len, groups)) == 600
     assert len(groups) == 25 and all(len(g) == 24 for g in groups)  # 120 runs per dataset, 5 x 24
     assert all(len({r.dataset for r in g}) == 1 for g in groups)
     paper = config.load(REPO_ROOT / "configs" / "paper.toml").restrict(
         methods=["advae", "e-advae", "g-advae", "vae", "ae"], datasets=["cardio"])
     by_spec = {}
-    for i, g in enumerate(runner.make_groups(runner.expand(paper))):
+    for i, g in enumerate(plan.make_groups(plan.expand(paper))):
         for r in g:
             by_spec.setdefault(r.spec, set()).add(i)
     assert by_spec["advae"] == by_spec["g-advae"]  # one stack of 10
@@ -201,20 +201,20 @@ def test_sweep_through_the_runner_stores_what_one_spec_at_a_time_stores(tmp_path
 def test_fewer_groups_than_slots_are_halved_until_every_slot_has_one():
     exp = Experiment(name="t", protocol="paper", seeds=(0, 1, 2, 3, 4), threshold="kde", alpha=0.1,
                      datasets=("cardio",), methods=tuple(f"advae[m_x={v}]" for v in (0.5, 1, 1.5, 2, 2.5)))
-    runs = runner.expand(exp)
-    assert [len(g) for g in runner.make_groups(runs)] == [25]
-    assert [len(g) for g in runner.make_groups(runs, slots=2)] == [13, 12]
-    assert [len(g) for g in runner.make_groups(runs, slots=4)] == [7, 6, 6, 6]
-    halves = runner.make_groups(runs, slots=2)
+    runs = plan.expand(exp)
+    assert [len(g) for g in plan.make_groups(runs)] == [25]
+    assert [len(g) for g in plan.make_groups(runs, slots=2)] == [13, 12]
+    assert [len(g) for g in plan.make_groups(runs, slots=4)] == [7, 6, 6, 6]
+    halves = plan.make_groups(runs, slots=2)
     assert sum(halves, []) == runs  # the same runs, in order
     one = [r for r in runs if r.spec == "advae[m_x=2.5]"]
-    assert [len(g) for g in runner.make_groups(one, slots=2)] == [3, 2]
-    assert [len(g) for g in runner.make_groups(one[:1], slots=2)] == [1]
+    assert [len(g) for g in plan.make_groups(one, slots=2)] == [3, 2]
+    assert [len(g) for g in plan.make_groups(one[:1], slots=2)] == [1]
     # enough groups already: untouched; a fit that serves every seed is never split
-    assert [len(g) for g in runner.make_groups(runs, slots=1)] == [25]
-    pca = runner.expand(Experiment(name="t", protocol="paper", seeds=(0, 1, 2), threshold="kde",
+    assert [len(g) for g in plan.make_groups(runs, slots=1)] == [25]
+    pca = plan.expand(Experiment(name="t", protocol="paper", seeds=(0, 1, 2), threshold="kde",
                                    alpha=0.1, datasets=("cardio",), methods=("pca",)))
-    assert [len(g) for g in runner.make_groups(pca, slots=2)] == [3]
+    assert [len(g) for g in plan.make_groups(pca, slots=2)] == [3]
 
 
 @pytest.mark.integration

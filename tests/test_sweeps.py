@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from bench import BenchError
-from bench.execution import config, runner
+from bench.execution import config, plan, runner
 from bench.evaluation import data
 from bench.reporting import outputs, sensitivity
 from bench.cli import main
@@ -28,7 +28,7 @@ def test_sweep_expands_into_specs_and_keeps_other_overrides(tmp_path):
                             'values = [0.5, 1.5]\n')
     assert exp.methods == ("ocsvm", "advae[m_x=0.5]", "advae[m_x=1.5]")
     exp = exp.restrict(datasets=["cardio"])
-    runs = [r for r in runner.expand(exp) if r.method == "advae"]
+    runs = [r for r in plan.expand(exp) if r.method == "advae"]
     assert sorted({r.params["m_x"] for r in runs}) == [0.5, 1.5]
     # every other parameter at paper.toml's cardio values (Table 2)
     assert {(r.params["lambda_"], r.params["m_z"], r.params["latent_dim"]) for r in runs} == {(0.1, 20.0, 7)}
@@ -37,7 +37,7 @@ def test_sweep_expands_into_specs_and_keeps_other_overrides(tmp_path):
 def test_swept_value_wins_over_an_override_of_the_same_parameter(tmp_path):
     exp = _config(tmp_path, 'methods = []\n[[sweep]]\nmethods = ["advae"]\nparam = "m_z"\n'
                             'values = [10.0, 100.0]\n').restrict(datasets=["cardio"])
-    assert sorted({r.params["m_z"] for r in runner.expand(exp)}) == [10.0, 100.0]
+    assert sorted({r.params["m_z"] for r in plan.expand(exp)}) == [10.0, 100.0]
 
 
 def test_sensitivity_config_is_figure_9():

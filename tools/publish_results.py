@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.reporting import outputs  # noqa: E402
-from bench.execution import runner
+from bench.execution import progress, runner
 
 #: What is copied from the store's folder (never runs.sqlite, the raw scores).
 PARTS = ("leaderboard", "compare", "tables", "runs.csv", "order.json")
@@ -35,7 +35,7 @@ def provenance(results: Path, config: Path | None) -> str:
     versions = Counter(json.dumps(json.loads(v), sort_keys=True) for v in df.versions.dropna())
     commits = Counter(df.git_commit.fillna("unknown"))
     statuses = Counter(df.status)
-    cpu = runner.execution_summary(results)
+    cpu = progress.execution_summary(results)
     lines = [f"# Provenance of this folder", "",
              f"Published {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by tools/publish_results.py from "
              f"the store {results} ({len(df)} runs: "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.execution import config, runner  # noqa: E402
+from bench.execution import config, plan, runner  # noqa: E402
 from bench.execution.config import Override  # noqa: E402
 from bench.evaluation.data import REPO_ROOT  # noqa: E402
 from bench.execution.store import Store  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from sweep_stack import machine  # the same machine line
 
     full = config.load(REPO_ROOT / "configs" / "sensitivity.toml")
-    groups = runner.make_groups(runner.expand(full))
+    groups = plan.make_groups(plan.expand(full))
     sizes = sorted({len(g) for g in groups})
     print(machine())
     print(f"sensitivity.toml: {sum(map(len, groups))} runs in {len(groups)} groups (sizes {sizes}), "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.execution import config, runner  # noqa: E402
+from bench.execution import config, plan, runner  # noqa: E402
 from bench.execution.config import Override  # noqa: E402
 from bench.evaluation.data import REPO_ROOT  # noqa: E402
 
@@ -40,7 +40,7 @@ def timed_run(exp, workers: int) -> tuple[float, float, list[int]]:
             raise SystemExit(f"{counts['failed']} runs failed")
         import json
 
-        lines = [json.loads(s) for s in (Path(out) / runner.EXECUTIONS).read_text().splitlines()]
+        lines = [json.loads(s) for s in (Path(out) / plan.EXECUTIONS).read_text().splitlines()]
     return wall, sum(x["cpu_seconds"] for x in lines), sorted((len(x["seeds"]) for x in lines),
                                                               reverse=True)
 

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
-import itertools
-import json
 import os
 import platform
 import signal
@@ -36,116 +33,23 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError, WorkError
+from bench import WorkError
+from bench.contract.interrupts import (describe as _describe_exc, method_failure, note_user_signal,
+                                       user_signals)
 from bench.evaluation import data
-from bench.contract import registry
-from bench.execution.config import Experiment
-from bench.contract.interrupts import describe as _describe_exc, method_failure, note_user_signal, user_signals
 from bench.evaluation.metrics import evaluate
-from bench.evaluation.protocols import SEED_FREE, make_split
-from bench.contract.sources import method_digest
+from bench.evaluation.protocols import make_split
+from bench.evaluation.thresholds import threshold as compute_threshold
+from bench.execution.config import Experiment
+from bench.execution.plan import (Run, expand, check_datasets, make_groups, _detector_class, _shares_fit,
+                                  _instantiate, Task, stored_timings, longest_first, progress_weights,
+                                  _data_ref)
+from bench.execution.progress import WorkProgress, ExecutionLog, _machine_busy
 from bench.execution.store import RunLock, Store
 from bench.execution.telemetry import health_flags
-from bench.evaluation.thresholds import threshold as compute_threshold
-
-
-@dataclass(frozen=True)
-class Run:
-    key: str
-    spec: str  # canonical spec string as written in the config: the method's display name
-    method: str  # registry name (or pyod:Class)
-    params_json: str  # fully resolved constructor parameters
-    dataset: str
-    dataset_sha256: str
-    protocol: str
-    seed: int
-    source: str = ""  # an own dataset's file (absolute path); "" = the catalogued dataset ``dataset``
-    label_col: str | None = None  # an own CSV file's label column
-
-    @property
-    def params(self) -> dict:
-        return json.loads(self.params_json)
-
-    def group_key(self) -> tuple:
-        p = self.params
-        p.pop("random_state", None)
-        cls = _detector_class(self)
-        free = tuple(getattr(cls, "member_params", ()) or ())
-        if not free:
-            return (self.method, self.spec, json.dumps(p, sort_keys=True), self.dataset, self.protocol)
-        for name in free:
-            p.pop(name, None)
-        return (f"{cls.__module__}.{cls.__qualname__}", json.dumps(p, sort_keys=True), self.dataset,
-                self.source, self.protocol)
-
-
-def _jsonable(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=repr)
-
-
-def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
-    """Every run of the experiment, in config order (dataset, then method, then seed)."""
-    runs = []
-    for dataset in exp.datasets:
-        ds = data.load(dataset, data_dir, exp.label_col)  # fails fast on a missing or corrupt file
-        source = str(Path(dataset).resolve()) if data.is_own(dataset) else ""
-        for spec in exp.methods:
-            name, spec_params = registry.parse_spec(spec)
-            canonical = registry.format_spec(name, spec_params)
-            extra = exp.params_for(name, ds.name)
-            if quick and not name.startswith("pyod:"):
-                extra = {**registry.entry(name).cls.quick_params, **extra}
-            det, name, params = registry.build(spec, extra)
-            version = getattr(type(det), "version", "1")
-            code = method_digest(type(det))  # the method's file and the files it imports
-            for protocol, seed in itertools.product(exp.protocols, exp.seeds):
-                p = dict(params)
-                if "random_state" in p:
-                    p["random_state"] = int(seed)
-                pj = _jsonable(p)
-                key = hashlib.sha256(json.dumps(
-                    [name, version, code, pj, ds.identity, protocol, int(seed), canonical]
-                ).encode()).hexdigest()[:24]
-                runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, protocol, int(seed),
-                                source, ds.info.get("label_col")))
-    return runs
-
-
-def check_datasets(runs: list[Run], store: Store) -> list[str]:
-    """Before any work: BenchError when a dataset's name is one the store holds for other data (another
-    file with the same stem: results are grouped by name, so they would mix), or two of the run's
-    datasets are the same data. Returns a note for each file whose data the store holds under another
-    name (its runs are that dataset's: the run key holds the data's checksum, not the file's name)."""
-    mine: dict[str, tuple[str, str]] = {}
-    for r in runs:
-        mine.setdefault(r.dataset, (r.dataset_sha256, r.source))
-    seen: dict[str, str] = {}
-    for name, (sha, src) in mine.items():
-        if sha in seen:
-            raise BenchError(f"datasets {seen[sha]} and {src or name} are the same data (sha256 "
-                             f"{sha[:12]}); list one of them")
-        seen[sha] = src or name
-    stored, notes = store.datasets(), []
-    for name, (sha, src) in mine.items():
-        other = {s: f for s, f in stored.get(name, {}).items() if s != sha}
-        if other:
-            old_sha, old_file = next(iter(other.items()))
-            raise BenchError(f"dataset {src or name} is named {name!r}, but the store {store.path} holds runs "
-                             f"of another file under that name ({old_file or 'its path was not recorded'}, "
-                             f"sha256 {old_sha[:12]}; this one's is {sha[:12]}); rename one of the files "
-                             "(results are grouped by dataset name) or choose another --out")
-        for old_name, shas in stored.items():
-            if old_name != name and sha in shas:
-                notes.append(f"note: dataset {src or name} holds the same data as {old_name!r} in "
-                             f"{store.path} ({shas[sha] or 'sha256 ' + sha[:12]}): it is the same dataset, "
-                             f"so its runs are {old_name!r}'s and are shown under that name")
-    return notes
-
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, job schedulers): handled as an interrupt, with exit status 143."""
@@ -170,61 +74,16 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def make_groups(runs: list[Run], slots: int = 1) -> list[list[Run]]:
-    """The runs as groups for ``fit_group`` (see the module docstring); with ``slots`` > 1, a grid
-    of fewer groups than slots has its largest groups halved until each slot has one."""
-    buckets: dict[tuple, list[Run]] = {}
-    for r in runs:
-        buckets.setdefault(r.group_key(), []).append(r)
-    groups = []
-    for members in buckets.values():
-        size = max(1, int(getattr(_detector_class(members[0]), "max_group_size", 1)))
-        if _shares_fit(members[0]):
-            size = len(members)  # deterministic method on a seed-free split: one fit serves all
-        groups += split_evenly(members, size)
-    return fill_slots(groups, slots)
 
 
-def fill_slots(groups: list[list[Run]], slots: int) -> list[list[Run]]:
-    """Halve the largest group (the first of equal ones; never one whose fit serves every seed) while
-    there are fewer groups than ``slots``: the halves run at once on two workers, each member still
-    exactly as it would train alone."""
-    groups = list(groups)
-    while len(groups) < slots:
-        splittable = [i for i, g in enumerate(groups) if len(g) > 1 and not _shares_fit(g[0])]
-        if not splittable:
-            break
-        i = max(splittable, key=lambda j: (len(groups[j]), -j))
-        groups[i:i + 1] = split_evenly(groups[i], -(-len(groups[i]) // 2))
-    return groups
 
 
-def split_evenly(items: list, size: int) -> list[list]:
-    """``items`` in order, as the fewest parts of at most ``size`` items, their sizes within one of
-    each other (60 runs at 25: 20 + 20 + 20, not 25 + 25 + 10)."""
-    parts = -(-len(items) // max(1, size))
-    base, extra = divmod(len(items), max(1, parts))
-    out, start = [], 0
-    for i in range(parts):
-        n = base + (i < extra)
-        out.append(items[start:start + n])
-        start += n
-    return out
 
 
-def _detector_class(run: Run) -> type:
-    return registry.entry(run.method).cls
 
 
-def _shares_fit(run: Run) -> bool:
-    """A method without randomness on a protocol whose split ignores the seed gives the same scores
-    for every seed: it is fitted once and the result is stored for each seed."""
-    return ("random_state" not in run.params and run.protocol in SEED_FREE
-            and not getattr(_detector_class(run), "member_params", ()))
 
 
-def _instantiate(run: Run, cls: type | None = None):
-    return (cls or _detector_class(run))(**run.params)
 
 
 def environment() -> dict:
@@ -387,16 +246,6 @@ def _judge(tr, te, split, policy, alpha, family=None) -> dict:
 # Tasks, longest-first order, and the driver
 
 
-@dataclass
-class Task:
-    """One group of runs as an executor receives it: everything the group needs travels with it."""
-    index: int  # position in the order of execution
-    group: list[Run]
-    dataset: data.Dataset  # the arrays (small), so a remote worker needs no shared file system
-    cls: type | None = None  # the method's class, for workers without this registry (Dask)
-    estimate: float | None = None  # expected seconds (stored timings or the calibrated cost model)
-    units: float = 0.0  # cost model: declared ``cost`` x n_iter x (1 + d / COST_WIDTH) x fitted members
-    meta: dict = field(default_factory=dict)
 
 
 def run_task(task: Task, policy: str, alpha: float, env: dict, limit: float | None = None) -> dict:
@@ -417,236 +266,30 @@ def run_task(task: Task, policy: str, alpha: float, env: dict, limit: float | No
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-EXECUTIONS = "executions.jsonl"  # per-group timings, appended by the driver; read back for ordering only
 
 
-def _signature(method, spec, params_json, dataset, protocol) -> str:
-    p = json.loads(params_json) if isinstance(params_json, str) else dict(params_json or {})
-    p.pop("random_state", None)
-    return json.dumps([method, spec, json.dumps(p, sort_keys=True), dataset, protocol])
 
 
-def stored_timings(store: Store, out_dir) -> dict[str, float]:
-    """Seconds per run of each group signature (a group's runs without their seed) from earlier runs:
-    the store's fit + score seconds of its ok runs, overridden by the newest wall time a group of that
-    signature took in ``executions.jsonl``. Used to order groups, never for results."""
-    known: dict[str, list[float]] = {}
-    df = store.frame()
-    for row in df[df.status == "ok"].itertuples():
-        if row.fit_seconds is None or row.fit_seconds != row.fit_seconds:
-            continue
-        score = row.score_seconds if row.score_seconds == row.score_seconds and row.score_seconds else 0.0
-        sig = _signature(row.method, row.spec, row.params, row.dataset, row.protocol)
-        known.setdefault(sig, []).append(float(row.fit_seconds) + float(score))  # fit: per member
-    timings = {sig: float(np.median(v)) for sig, v in known.items()}
-    path = Path(out_dir) / EXECUTIONS
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-                timings[e["signature"]] = float(e["seconds"]) / max(1, int(e["runs"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line (the driver was killed mid-write): skip it
-    return timings
 
 
-#: Features at which a stacked network's per-iteration cost doubles over its fixed part (cost units).
-COST_WIDTH = 50.0
 
 
-def cost_units(group: list[Run], ds: data.Dataset) -> float:
-    """The method's declared ``cost`` (per iteration, relative to AE) x ``n_iter`` x (1 + features /
-    COST_WIDTH) x fitted members. Rows do not enter: the deep methods train on mini-batches, and their
-    CPU per run on the paper's datasets follows the width, not the rows (AE, 20000 iterations: 2.7 s
-    on pendigits, d = 16 and 6870 rows; 4.8 s on optdigits, d = 64 and 5216 rows; adVAE 8.4 and
-    15.2 s). A method with ``n_iter`` that declares no cost is taken as AE-like (1); one with neither
-    is 0 (the classical methods: quick, so they go last)."""
-    n_iter = group[0].params.get("n_iter")
-    cost = getattr(_detector_class(group[0]), "cost", None) or (1.0 if n_iter is not None else 0.0)
-    if not cost:
-        return 0.0
-    n_iter = n_iter if isinstance(n_iter, (int, float)) and n_iter > 0 else 1
-    fitted = 1 if _shares_fit(group[0]) else len(group)
-    return float(cost) * float(n_iter) * (1.0 + ds.X.shape[1] / COST_WIDTH) * fitted
 
 
-def longest_first(groups: list[list[Run]], datasets: dict, timings: dict[str, float]) -> list[Task]:
-    """Tasks ordered longest first, so no long group starts last and keeps one core busy alone at the
-    end. A group's length: its signature's stored seconds per run x its runs where known; else its
-    cost units, converted to seconds by the median seconds per unit of the groups known both ways
-    (without any such group, cost-model groups come before timed ones). Ties keep config order."""
-    rows = []
-    for i, g in enumerate(groups):
-        ds = datasets[_data_ref(g[0])]
-        sig = _signature(g[0].method, g[0].spec, g[0].params_json, g[0].dataset, g[0].protocol)
-        known = timings.get(sig)
-        rows.append((i, g, ds, known * len(g) if known is not None else None, cost_units(g, ds)))
-    ratios = [sec / units for _, _, _, sec, units in rows if sec is not None and units > 0]
-    scale = float(np.median(ratios)) if ratios else None
-
-    def key(row):
-        i, _, _, sec, units = row
-        if sec is not None:
-            return (0 if scale is not None else 1, -sec, i)
-        if units > 0:
-            return (0, -units * (scale if scale is not None else 1.0), i)
-        return (2, 0.0, i)
-
-    ordered = sorted(rows, key=key)
-    tasks = []
-    for n, (i, g, ds, sec, units) in enumerate(ordered):
-        est = sec if sec is not None else (units * scale if scale is not None and units > 0 else None)
-        tasks.append(Task(n, g, ds, estimate=est, units=units))
-    return tasks
 
 
-#: CPU seconds per cost unit before this store has timed a group of both kinds: AE, 20000 iterations,
-#: cardio (d = 21, 2.84e4 units) took 3.1 s per run on this project's 2-core machines (the
-#: contamination study, 5-seed stacks). Only the progress bar uses it.
-DEFAULT_SECONDS_PER_UNIT = 1.2e-4
-#: Seconds per run assumed for a group with neither a stored timing nor a cost (the classical methods).
-DEFAULT_SECONDS_PER_RUN = 2.0
 
 
-def progress_weights(tasks: list[Task]) -> dict[int, float]:
-    """Each task's share of the work, in estimated seconds: its estimate (stored timings, or the cost
-    model calibrated on them), else its cost units at DEFAULT_SECONDS_PER_UNIT, else
-    DEFAULT_SECONDS_PER_RUN per run. The progress bar advances by these, so a grid that starts with
-    its longest groups shows a time estimate from its first finished group, not from a count of runs."""
-    out = {}
-    for t in tasks:
-        if t.estimate is not None and t.estimate > 0:
-            out[t.index] = float(t.estimate)
-        elif t.units > 0:
-            out[t.index] = t.units * DEFAULT_SECONDS_PER_UNIT
-        else:
-            out[t.index] = DEFAULT_SECONDS_PER_RUN * len(t.group)
-    return out
 
 
-class WorkProgress:
-    """Where the progress bar stands: the weights (progress_weights) of the finished groups plus, for
-    each group running now, the seconds it has run, at most RUNNING_CREDIT of its weight. Which groups
-    run is inferred from the executors' contract (tasks start in the order given): the first ``slots``
-    start at once and each finished group frees a slot for the next in order. A ticker thread moves the
-    bar every TICK seconds, so a long group advances the bar and its time estimate while it trains."""
-
-    RUNNING_CREDIT = 0.95
-    TICK = 2.0
-
-    def __init__(self, bar, tasks: list[Task], weights: dict[int, float], slots: int):
-        self.bar, self.weights = bar, weights
-        self.queue = [t.index for t in tasks]
-        self.slots = max(1, int(slots))
-        self.running: dict[int, float] = {}  # task index -> when it started (perf_counter)
-        self.done = 0.0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = None
-
-    def _fill(self, now: float) -> None:
-        while self.queue and len(self.running) < self.slots:
-            self.running[self.queue.pop(0)] = now
-
-    def position(self, now: float | None = None) -> float:
-        now = time.perf_counter() if now is None else now
-        with self.lock:
-            return self.done + sum(min(self.RUNNING_CREDIT * self.weights[i], now - t)
-                                   for i, t in self.running.items())
-
-    def start(self, ticker: bool = True) -> None:
-        with self.lock:
-            self._fill(time.perf_counter())
-        if ticker:
-            self.thread = threading.Thread(target=self._tick, name="progress", daemon=True)
-            self.thread.start()
-
-    def finished(self, task: Task) -> None:
-        now = time.perf_counter()
-        with self.lock:
-            self.done += self.weights[task.index]
-            if self.running.pop(task.index, None) is None and task.index in self.queue:
-                self.queue.remove(task.index)  # finished before its inferred start: order differed
-            self._fill(now)
-        self._show(now)
-
-    def _show(self, now: float | None = None) -> None:
-        self.bar.n = round(min(self.position(now), self.bar.total or 0.0), 1)
-        self.bar.refresh()
-
-    def _tick(self) -> None:
-        while not self.stop.wait(self.TICK):
-            self._show()
-
-    def close(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
 
 
-def _data_ref(run: Run) -> tuple:
-    return (run.source or run.dataset, run.label_col)
 
 
-class ExecutionLog:
-    """Appends one JSON line per finished group to ``executions.jsonl``: where and how long it ran."""
-
-    def __init__(self, out_dir, executor: str):
-        self.path = Path(out_dir) / EXECUTIONS
-        self.invocation = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.executor = executor
-
-    def append(self, task: Task, result: dict) -> None:
-        g = task.group
-        recs = result["records"]
-        line = {"invocation": self.invocation, "executor": self.executor,
-                "signature": _signature(g[0].method, g[0].spec, g[0].params_json, g[0].dataset,
-                                        g[0].protocol),
-                "spec": g[0].spec, "dataset": g[0].dataset, "protocol": g[0].protocol,
-                "seeds": [r.seed for r in g], "runs": len(g), "order": task.index,
-                "estimate_seconds": task.estimate, "cost_units": task.units,
-                "started_at": result["started_at"], "seconds": round(result["seconds"], 4),
-                "cpu_seconds": round(result["cpu_seconds"], 4), "worker": result["worker"],
-                "devices": sorted({str(r.get("device")) for r in recs}),
-                "statuses": sorted({r["status"] for r in recs})}
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
 
 
-def execution_summary(out_dir) -> "pd.DataFrame":
-    """CPU and wall seconds by method spec over every group in ``executions.jsonl`` (all invocations
-    that wrote this store; a group computed twice, e.g. with --force, counts twice): columns spec,
-    groups, runs, wall_seconds, cpu_seconds, cpu_share. Empty without the file."""
-    import pandas as pd
-
-    path = Path(out_dir) / EXECUTIONS
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-                rows.append({"spec": e["spec"], "runs": int(e["runs"]), "wall_seconds": float(e["seconds"]),
-                             "cpu_seconds": float(e["cpu_seconds"])})
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line
-    cols = ["spec", "groups", "runs", "wall_seconds", "cpu_seconds", "cpu_share"]
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(rows)
-    out = df.groupby("spec", sort=False).agg(groups=("runs", "size"), runs=("runs", "sum"),
-                                             wall_seconds=("wall_seconds", "sum"),
-                                             cpu_seconds=("cpu_seconds", "sum")).reset_index()
-    out["cpu_share"] = out.cpu_seconds / out.cpu_seconds.sum()
-    return out.sort_values("cpu_seconds", ascending=False)[cols].reset_index(drop=True)
 
 
-def _machine_busy() -> tuple | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    t = psutil.cpu_times()
-    return (sum(t) - t.idle - getattr(t, "iowait", 0.0), sum(t))
 
 
 def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, force: bool = False,
@@ -752,11 +395,3 @@ def _put(store: Store, rec: dict) -> None:
                         "others are not: run the same command again for the rest") from None
 
 
-def utilisation_line(u: dict) -> str:
-    """``cpu utilisation: 87% of 2 cores over 123 s wall (...)``: the groups' CPU time (user + system,
-    measured around each group in its worker) over cores x wall time of the execution."""
-    line = (f"cpu utilisation: {100 * u['share']:.0f}% of {u['cores']} cores over {u['wall_seconds']:.0f} s "
-            f"wall ({u['cpu_seconds']:.0f} s of CPU in the groups; {u['executor']}")
-    if u.get("machine_busy") is not None:
-        line += f"; this machine was {100 * u['machine_busy']:.0f}% busy in all, other work included"
-    return line + ")"

@@ -275,9 +275,9 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
 
 def _write_timings(out_dir: Path) -> list[Path]:
     """``tables/cpu-by-method.{csv,md}``: CPU and wall seconds of every group that wrote this store,
-    by method (bench.execution.runner.execution_summary); nothing without an execution log."""
+    by method (bench.execution.progress.execution_summary); nothing without an execution log."""
     from bench.reporting import report
-    from bench.execution.runner import execution_summary
+    from bench.execution.progress import execution_summary
 
     t = execution_summary(out_dir)
     if t.empty:

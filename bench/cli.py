@@ -236,7 +236,7 @@ def _load_plugins(a) -> None:
 
 def _cmd_run(a) -> int:
     from bench.execution import config, executors, progress, runner
-    from bench.reporting import outputs
+    from bench.reporting import outputs, runtable
 
     base = config.load(a.config or DEFAULT_CONFIG)
     methods = a.methods
@@ -272,12 +272,12 @@ def _cmd_run(a) -> int:
                 executor.close()
     except KeyboardInterrupt as exc:
         if (out / "runs.sqlite").is_file():
-            outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
+            runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
         how = "terminated (SIGTERM)" if isinstance(exc, runner.Terminated) else "interrupted"
         print(f"{how}: finished runs are stored in {out}; run the same command again to resume",
               file=sys.stderr)
         return 143 if isinstance(exc, runner.Terminated) else 130
-    outputs.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
+    runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
     # The summary (stdout; progress and notes went to stderr) is this invocation's: failures an
     # earlier run left in the store are not repeated.
     print(f"{plural(counts['total'], 'run')}: {counts['skipped']} already stored, {counts['ok']} ok, "
@@ -314,7 +314,7 @@ def _written_parts(out: Path, written: list[Path]) -> str:
 
 def _cmd_report(a) -> int:
     from bench.execution import config
-    from bench.reporting import outputs
+    from bench.reporting import outputs, runtable
 
     order = config.load(a.config) if a.config else None
     published = None if a.published.lower() == "none" else a.published
@@ -332,11 +332,11 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_compare(a) -> int:
-    from bench.reporting import compare, outputs
+    from bench.reporting import compare, outputs, runtable
 
     pub = compare.load_published(a.published)
-    runs = outputs.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
-    context = outputs.context_line(runs, outputs.experiment_info(a.results))
+    runs = runtable.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
+    context = runtable.context_line(runs, runtable.experiment_info(a.results))
     out = Path(a.out) if a.out else Path(a.results) / "compare"
     cmp, written = compare.run(runs, pub, out, context)
     print(f"{pub.meta.get('source', pub.name)}, {pub.meta.get('citation', '')}")
@@ -349,7 +349,7 @@ def _cmd_compare(a) -> int:
 
 
 def _cmd_leaderboard(a) -> int:
-    from bench.reporting import leaderboard, outputs
+    from bench.reporting import leaderboard, outputs, runtable
 
     dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
     seen: dict[Path, str] = {}
@@ -358,18 +358,18 @@ def _cmd_leaderboard(a) -> int:
             raise BenchError(f"--results names one directory twice ({seen[Path(d).resolve()]} and {d}); "
                              "give each result directory once")
         seen[Path(d).resolve()] = d
-    frames = {d: outputs.load_runs(d, a.threshold, with_blobs=a.metric == "f1") for d in dirs}
+    frames = {d: runtable.load_runs(d, a.threshold, with_blobs=a.metric == "f1") for d in dirs}
     runs = leaderboard.merge(frames, a.protocol)
     if a.metric == "f1":
         pol = set(runs.loc[runs.status == "ok", "threshold_policy"])
         if len(pol) > 1:
             raise BenchError(f"the stores' F1 values come from different threshold policies "
                              f"({', '.join(sorted(pol))}); choose one with --threshold")
-    info = outputs.experiment_info(dirs[0]) if len(dirs) == 1 else {}
+    info = runtable.experiment_info(dirs[0]) if len(dirs) == 1 else {}
     if len(dirs) > 1:
-        quick = [outputs.experiment_info(d).get("quick") for d in dirs]
+        quick = [runtable.experiment_info(d).get("quick") for d in dirs]
         info = {"quick": any(quick)} if None not in quick else {}
-    context = outputs.context_line(runs, info)
+    context = runtable.context_line(runs, info)
     lb = leaderboard.build(runs, a.metric, a.baseline, context)
     out = Path(a.out) if a.out else Path(dirs[0]) / "leaderboard"  # as --help says
     written = leaderboard.write(lb, out)
@@ -380,11 +380,11 @@ def _cmd_leaderboard(a) -> int:
 
 
 def _cmd_show(a) -> int:
-    from bench.reporting import outputs, show
+    from bench.reporting import outputs, runtable, show
 
-    runs = outputs.load_runs(a.results, a.threshold, a.alpha,
+    runs = runtable.load_runs(a.results, a.threshold, a.alpha,
                              with_blobs=a.threshold is not None or a.alpha is not None)
-    context = f"{a.results}: " + outputs.context_line(runs, outputs.experiment_info(a.results))
+    context = f"{a.results}: " + runtable.context_line(runs, runtable.experiment_info(a.results))
     print(show.text(runs, context, a.method), end="")
     return 0
 

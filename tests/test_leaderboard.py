@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from bench import BenchError
-from bench.reporting import leaderboard, outputs
+from bench.reporting import leaderboard, runtable
 from bench.cli import main
 from _stores import make_store, record
 
@@ -106,7 +106,7 @@ def test_method_missing_a_dataset_is_listed_not_ranked():
 
 def _frame(tmp_path, name, seps, **kw):
     make_store(tmp_path / name, seps, **kw)
-    return outputs.load_runs(tmp_path / name)
+    return runtable.load_runs(tmp_path / name)
 
 
 def test_merge_rules(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.reporting import outputs
+from bench.reporting import outputs, runtable
 from bench.contract import registry
 from bench.execution import runner
 from bench.contract.base import Detector
@@ -51,7 +51,7 @@ def test_runner_and_report_apply_each_family_its_threshold(tmp_path, families, c
     assert df.loc["test-plain"].threshold == pytest.approx(np.quantile(df.loc["test-plain"].train_scores,
                                                                        0.9), rel=1e-12)
     # the report names the context; --quick is remembered beside the store
-    outputs.remember_order(tmp_path, exp.methods, exp.datasets, quick=True, config="t")
+    runtable.remember_order(tmp_path, exp.methods, exp.datasets, quick=True, config="t")
     outputs.build_report(tmp_path, published=None)
     first = (tmp_path / "tables" / "f1.md").read_text().splitlines()[0]
     assert ("Protocol paper; seeds 0; threshold paper (kde for the reconstruction-based methods, PyOD's "

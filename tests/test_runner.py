@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.reporting import outputs
+from bench.reporting import outputs, runtable
 from bench.contract import registry
 from bench.execution import plan, progress, runner
 from bench.contract.base import Detector
@@ -171,8 +171,8 @@ def test_report_keeps_the_experiment_order(tmp_path, fakes):
     """``report`` without a config lays the table out in the run's method order, not in the order runs
     happened to finish; a later run with more methods appends to it."""
     runner.run_experiment(_exp(["pca", "test-ok"], seeds=(0,)), tmp_path, workers=1, progress=False)
-    outputs.remember_order(tmp_path, ["test-ok", "pca"], ["letter"])
-    outputs.remember_order(tmp_path, ["pca", "test-const"], ["letter"])
+    runtable.remember_order(tmp_path, ["test-ok", "pca"], ["letter"])
+    runtable.remember_order(tmp_path, ["pca", "test-const"], ["letter"])
     outputs.build_report(tmp_path)
     rows = [line.split("|")[1].strip() for line in (tmp_path / "tables" / "auc.md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| :")]
@@ -188,7 +188,7 @@ def test_order_matches_specs_however_spelt():
     import pandas as pd
     df = pd.DataFrame({"spec": ["lof", "advae[generator_hinge=false,transformer=false]", "advae"]})
     wanted = ["advae", "advae[transformer=false, generator_hinge=false]", "lof"]
-    assert outputs._order(df, "spec", wanted) == ["advae", "advae[generator_hinge=false,transformer=false]",
+    assert runtable._order(df, "spec", wanted) == ["advae", "advae[generator_hinge=false,transformer=false]",
                                                   "lof"]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.reporting import outputs  # noqa: E402
+from bench.reporting import outputs, outputs  # noqa: E402, runtable
 from bench.execution import progress, runner
 
 #: What is copied from the store's folder (never runs.sqlite, the raw scores).
@@ -31,7 +31,7 @@ PARTS = ("leaderboard", "compare", "tables", "runs.csv", "order.json")
 
 
 def provenance(results: Path, config: Path | None) -> str:
-    df = outputs.load_runs(results)
+    df = runtable.load_runs(results)
     versions = Counter(json.dumps(json.loads(v), sort_keys=True) for v in df.versions.dropna())
     commits = Counter(df.git_commit.fillna("unknown"))
     statuses = Counter(df.status)

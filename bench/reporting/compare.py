@@ -196,7 +196,7 @@ def _cell(r) -> str:
 def markdown(cmp: pd.DataFrame, pub: Published, context: str = "", missing=()) -> str:
     """Per metric a table (method, dataset, published, ours, min..max, diff, place) with the
     footnotes of its cells, after the summary lines."""
-    from bench.reporting.report import markdown_table
+    from bench.reporting.tables import markdown_table
 
     out = [f"Reproduction of {pub.meta.get('source', pub.name)} of {pub.meta.get('citation', '')}.",
            "", f"Published values: {pub.meta.get('runs_per_cell', 1)} run per cell, printed with "

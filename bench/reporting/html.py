@@ -115,9 +115,9 @@ def _cell_marks(marks) -> dict[str, str]:
 
 
 def metric_table(csv: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A metric table written by ``report.write_tables`` (its CSV) as text cells, sort values and
+    """A metric table written by ``tables.write_tables`` (its CSV) as text cells, sort values and
     best/second classes."""
-    from bench.reporting.report import rank_marks
+    from bench.reporting.tables import rank_marks
 
     t = pd.read_csv(csv)
     datasets = [c[:-5] for c in t.columns if c.endswith("_mean")]

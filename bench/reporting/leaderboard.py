@@ -290,7 +290,7 @@ def to_text(lb: Leaderboard) -> str:
 def write(lb: Leaderboard, out_dir) -> list[Path]:
     """``leaderboard-<metric>.{md,csv,tex}``, ``cd-<metric>.{png,svg}``, ``wilcoxon-<metric>.csv``
     (and its figure ``wilcoxon-<metric>.png``) in ``out_dir``."""
-    from bench.reporting import report
+    from bench.reporting import tables
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,15 +303,15 @@ def write(lb: Leaderboard, out_dir) -> list[Path]:
     written.append(csv)
     df = display_frame(lb)
     md = out_dir / f"leaderboard-{m}.md"
-    md.write_text(caption(lb) + "\n\n" + report.markdown_table(df) + "\n"
+    md.write_text(caption(lb) + "\n\n" + tables.markdown_table(df) + "\n"
                   + "\n\n".join(statistics_lines(lb)) + "\n", encoding="utf-8")
     written.append(md)
     tex = out_dir / f"leaderboard-{m}.tex"
     lines = [f"% {caption(lb)}", "% requires \\usepackage{booktabs}",
              r"\begin{tabular}{l" + "c" * (len(df.columns) - 1) + "}", r"\toprule",
-             " & ".join(report.latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
+             " & ".join(tables.latex_escape(c) for c in df.columns) + r" \\", r"\midrule"]
     for row in df.itertuples(index=False):
-        lines.append(" & ".join(report.latex_escape(v) for v in row) + r" \\")
+        lines.append(" & ".join(tables.latex_escape(v) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     tex.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(tex)

@@ -407,6 +407,9 @@ def _parse(path: Path) -> dict:
         check_schema(f"{where}: sweep #{i + 1}", SWEEP_SCHEMA, sw, ("methods", "param", "values"))
     families = raw.get("families", {})
     for name in families:
+        if name in SCHEMA:
+            raise BenchError(f"{where}: {name!r} is a config key, written under [families] (TOML puts a key "
+                             "in the table above it: write the config's keys before the first [table])")
         if not _FAMILY.fullmatch(name):
             raise BenchError(f"{where}: family name {name!r} must be lowercase kebab case (a-z, 0-9 and '-', "
                              'e.g. "deep-baselines"); it is referenced as @name')
@@ -433,6 +436,10 @@ def _per_dataset(where: str, table: dict, path: str) -> list[dict]:
     out = []
     for key, params in table.items():
         for param in params:
+            if param in SCHEMA:
+                raise BenchError(f'{where}: {param!r} is a config key, written under [per_dataset."{key}"] (TOML '
+                                 "puts a key in the table above it: write the config's keys before the first "
+                                 "[table])")
             if not param.isidentifier():
                 raise BenchError(f'{where}: per_dataset."{key}": {param!r} is not a parameter name')
         check_schema(f'{where}: per_dataset."{key}"', {param: PER_DATASET_VALUES for param in params}, params)

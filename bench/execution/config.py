@@ -6,7 +6,18 @@
     alpha = 0.1
     datasets = ["letter", "cardio"]    # catalogue names, collections ("paper", "adbench") or own files
     label_col = "target"               # label column of own .csv files (default: y or label)
-    methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
+    contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
+    time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+    methods = ["@backbone", "mo-gaal", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings and @families
+
+    [families]                         # groups of methods, referenced as "@name" (optional)
+    advae = ["advae", "e-advae", "g-advae"]
+    backbone = ["@advae", "ae", "vae", "gan", "wgan-gp", "dagmm"]
+
+    [per_dataset."@backbone"]          # a parameter per dataset, written once (optional)
+    latent_dim = { letter = 11, cardio = 7, satellite = 12, optdigits = 16, pendigits = 5 }
+    [per_dataset.vae]                  # a key is a family ("@name") or a method name
+    lambda_ = { letter = 0.003, cardio = 0.1 }
 
     [[override]]                       # per-dataset parameter values (optional, repeatable)
     methods = ["advae", "vae"]
@@ -18,10 +29,21 @@
     param = "m_x"
     values = [0.5, 1.0, 1.5, 2.0, 2.5]
 
-    contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
-    time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+(TOML puts every key written below a ``[table]`` header into that table: the top-level keys come first.)
 
-Precedence of a parameter: method default < override < value written in the spec string.
+Precedence of a parameter: method default < per_dataset < override < value written in the spec string.
+
+Families: ``[families]`` maps a lowercase kebab name to method specs and other families (``"@advae"``,
+expanded in place). ``"@name"`` stands for the family's methods wherever methods are listed: in
+``methods``, ``[[sweep]] methods``, ``[[override]] methods`` and as a ``per_dataset`` key (also on the
+command line, ``--methods @advae,lof``). Expansion keeps the order written and drops a repeated spec
+(its first place wins). Where methods are matched by name (override, per_dataset), a member written
+with parameters counts by its method name (``gan[score=anogan]`` -> ``gan``). A family that includes
+itself (directly or not) or an unknown family is an error naming the file and the family.
+
+``per_dataset``: ``[per_dataset.KEY] param = { dataset = value, ... }`` is exactly one
+``[[override]]`` per (KEY, param, dataset), in the order written, placed before the file's own
+``[[override]]`` blocks (so those win over it). A dataset name there is checked as an override's is.
 
 A sweep adds one spec per value, ``advae[m_x=0.5]`` ..., to ``methods`` (after the listed ones); the
 swept value is written in the spec, so it wins over an override of the same parameter, and every other
@@ -32,8 +54,12 @@ command line: ``--sweep "advae:m_x=0.5,1,1.5"`` (``a+b:param=v1,v2`` for several
 synthetic anomalies from held-out anomalies, r of the training rows).
 
 ``base = "paper.toml"`` (a path relative to the config's folder) starts from another config: every key
-written here replaces the base's, and the base's ``[[override]]`` blocks come first, this file's after
-(so a later block wins for the same parameter).
+written here replaces the base's, and the base's ``[[override]]`` blocks (its per_dataset ones
+included) come first, this file's after (so a later block wins for the same parameter). Families are
+merged by name (this file's replace the base's of the same name) and resolved after the whole chain is
+read: a config that redefines ``backbone`` changes what the base's ``@backbone`` covers, in its
+methods and its per_dataset values alike. ``configs/paper.toml`` is the worked example: adding a deep
+method to its ``backbone`` family (one line) runs it with the per-dataset latent sizes.
 """
 from __future__ import annotations
 

@@ -6,7 +6,18 @@
     alpha = 0.1
     datasets = ["letter", "cardio"]    # catalogue names, collections ("paper", "adbench") or own files
     label_col = "target"               # label column of own .csv files (default: y or label)
-    methods = ["advae", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings
+    contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
+    time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+    methods = ["@backbone", "mo-gaal", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings and @families
+
+    [families]                         # groups of methods, referenced as "@name" (optional)
+    advae = ["advae", "e-advae", "g-advae"]
+    backbone = ["@advae", "ae", "vae", "gan", "wgan-gp", "dagmm"]
+
+    [per_dataset."@backbone"]          # a parameter per dataset, written once (optional)
+    latent_dim = { letter = 11, cardio = 7, satellite = 12, optdigits = 16, pendigits = 5 }
+    [per_dataset.vae]                  # a key is a family ("@name") or a method name
+    lambda_ = { letter = 0.003, cardio = 0.1 }
 
     [[override]]                       # per-dataset parameter values (optional, repeatable)
     methods = ["advae", "vae"]
@@ -18,10 +29,21 @@
     param = "m_x"
     values = [0.5, 1.0, 1.5, 2.0, 2.5]
 
-    contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
-    time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+(TOML puts every key written below a ``[table]`` header into that table: the top-level keys come first.)
 
-Precedence of a parameter: method default < override < value written in the spec string.
+Precedence of a parameter: method default < per_dataset < override < value written in the spec string.
+
+Families: ``[families]`` maps a lowercase kebab name to method specs and other families (``"@advae"``,
+expanded in place). ``"@name"`` stands for the family's methods wherever methods are listed: in
+``methods``, ``[[sweep]] methods``, ``[[override]] methods`` and as a ``per_dataset`` key (also on the
+command line, ``--methods @advae,lof``). Expansion keeps the order written and drops a repeated spec
+(its first place wins). Where methods are matched by name (override, per_dataset), a member written
+with parameters counts by its method name (``gan[score=anogan]`` -> ``gan``). A family that includes
+itself (directly or not) or an unknown family is an error naming the file and the family.
+
+``per_dataset``: ``[per_dataset.KEY] param = { dataset = value, ... }`` is exactly one
+``[[override]]`` per (KEY, param, dataset), in the order written, placed before the file's own
+``[[override]]`` blocks (so those win over it). A dataset name there is checked as an override's is.
 
 A sweep adds one spec per value, ``advae[m_x=0.5]`` ..., to ``methods`` (after the listed ones); the
 swept value is written in the spec, so it wins over an override of the same parameter, and every other
@@ -32,8 +54,12 @@ command line: ``--sweep "advae:m_x=0.5,1,1.5"`` (``a+b:param=v1,v2`` for several
 synthetic anomalies from held-out anomalies, r of the training rows).
 
 ``base = "paper.toml"`` (a path relative to the config's folder) starts from another config: every key
-written here replaces the base's, and the base's ``[[override]]`` blocks come first, this file's after
-(so a later block wins for the same parameter).
+written here replaces the base's, and the base's ``[[override]]`` blocks (its per_dataset ones
+included) come first, this file's after (so a later block wins for the same parameter). Families are
+merged by name (this file's replace the base's of the same name) and resolved after the whole chain is
+read: a config that redefines ``backbone`` changes what the base's ``@backbone`` covers, in its
+methods and its per_dataset values alike. ``configs/paper.toml`` is the worked example: adding a deep
+method to its ``backbone`` family (one line) runs it with the per-dataset latent sizes.
 """
 from __future__ import annotations
 
@@ -93,6 +119,10 @@ SCHEMA = {
                             "a list of numbers in [0, 1]")],
     "label_col": [str],
     "time_limit": [Interval(float, 0, None, closed="neither")],
+    "families": [Check(lambda v: isinstance(v, dict),
+                       'a table of families, e.g. [families] advae = ["advae", "e-advae", "g-advae"]')],
+    "per_dataset": [Check(lambda v: isinstance(v, dict),
+                          'a table of tables, e.g. [per_dataset."@backbone"] latent_dim = { cardio = 7 }')],
 }
 OVERRIDE_SCHEMA = {
     "methods": [str, _text_list("method names")],
@@ -106,7 +136,18 @@ SWEEP_SCHEMA = {
                      all(isinstance(x, (str, int, float, bool)) for x in v),
                      "a non-empty list of values, e.g. [1.0, 2.0]")],
 }
+#: A family's members: method specs and ``@other`` families.
+FAMILY_MEMBERS = [_text_list("method specs and @families, e.g. [\"@advae\", \"ae\"]")]
+#: A ``per_dataset`` entry: its parameters.
+PER_DATASET_PARAMS = [Check(lambda v: isinstance(v, dict),
+                            "a table of parameter = { dataset = value, ... }, e.g. latent_dim = { cardio = 7 }")]
+#: One parameter of a ``per_dataset`` entry: its value per dataset.
+PER_DATASET_VALUES = [Check(lambda v: isinstance(v, dict) and not any(isinstance(x, dict) for x in v.values()),
+                            "a table of dataset = value, e.g. { letter = 11, cardio = 7 }")]
 _KEYS = set(SCHEMA)
+#: A family's name: lowercase kebab case; it is always referenced as ``@name``.
+_FAMILY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_METHOD = re.compile(r"[A-Za-z0-9_:.\-]+")  # a method name as a spec starts (bench.contract.registry)
 
 
 def check_schema(where: str, schema: dict, raw: dict, required=()) -> None:
@@ -179,6 +220,7 @@ class Experiment:
         return [protocol_name(self.protocol, r) for r in self.contamination]
     label_col: str | None = None  # label column of own .csv datasets (None: y or label)
     time_limit: float | None = None  # seconds per run (fit + scoring); None: no limit
+    families: dict = field(default_factory=dict)  # family name -> its method specs, @families expanded
 
     @property
     def dataset_names(self) -> tuple[str, ...]:
@@ -196,8 +238,11 @@ class Experiment:
                  contamination=None, label_col=None, time_limit=None) -> "Experiment":
         """The experiment with command-line choices applied. Sweeps given here replace the config's
         and add their specs to ``methods`` (to the config's methods unless ``methods`` is given)."""
-        base_methods = tuple(methods) if methods is not None else self.methods
+        base_methods = (tuple(expand_families(methods, self.families, "--methods")) if methods is not None
+                        else self.methods)
         if sweeps:
+            sweeps = [replace(sw, methods=tuple(expand_families(sw.methods, self.families, "--sweep")))
+                      for sw in sweeps]
             old = {s for sw in self.sweeps for s in sw.specs()}
             keep = tuple(m for m in base_methods if m not in old) if methods is None else base_methods
             base_methods = tuple(dict.fromkeys([*keep, *(s for sw in sweeps for s in sw.specs())]))
@@ -290,6 +335,58 @@ def _listed(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _family_list(families: dict) -> str:
+    return (f"the config's families: {', '.join('@' + n for n in sorted(families))}" if families
+            else "the config defines no [families]")
+
+
+def resolve_families(families: dict, origin: dict) -> dict[str, tuple[str, ...]]:
+    """Each family's method specs, its ``@other`` members expanded in place (in order, a spec listed
+    twice kept at its first place). ``origin``: the file that defines each family, for the errors (a
+    family that includes itself, directly or not, or includes an unknown family)."""
+    done: dict[str, tuple[str, ...]] = {}
+
+    def resolve(name: str, chain: tuple) -> tuple[str, ...]:
+        if name in done:
+            return done[name]
+        if name in chain:
+            loop = chain[chain.index(name):]
+            raise BenchError(f"config {origin.get(loop[0], '?')}: family @{loop[0]} includes itself ("
+                             f"{' -> '.join('@' + n for n in (*loop, name))})")
+        out = []
+        for member in families[name]:
+            if member.startswith("@"):
+                if member[1:] not in families:
+                    raise BenchError(f"config {origin.get(name, '?')}: family @{name} includes unknown family "
+                                     f"{member}; {_family_list(families)}")
+                out += resolve(member[1:], (*chain, name))
+            else:
+                out.append(member)
+        done[name] = tuple(dict.fromkeys(out))
+        return done[name]
+
+    for name in families:
+        resolve(name, ())
+    return done
+
+
+def expand_families(items, families: dict, where: str, what: str = "", names: bool = False) -> list[str]:
+    """``items`` with each ``@family`` replaced by its specs, in place, without duplicates (first place
+    wins). ``names``: a family's members by their method names, for [[override]] and per_dataset, which
+    match a run's method name (``"gan[score=anogan]"`` -> ``"gan"``); items written without ``@`` are
+    left as they are."""
+    out = []
+    for item in items:
+        if not item.startswith("@"):
+            out.append(item)
+        elif item[1:] not in families:
+            raise BenchError(f"{where}: unknown family {item}{' in ' + what if what else ''}; "
+                             f"{_family_list(families)}")
+        else:
+            out += [registry.parse_spec(m)[0] if names else m for m in families[item[1:]]]
+    return list(dict.fromkeys(out))
+
+
 def _read(path: Path, seen: tuple = ()) -> dict:
     """The config's keys with its ``base`` chain merged in (the base's overrides first)."""
     if not path.is_file():
@@ -304,9 +401,14 @@ def _read(path: Path, seen: tuple = ()) -> dict:
               if k not in ("name", "base")}  # the name is this file's, not the base's
     own = {k: v for k, v in raw.items() if k != "base"}
     overrides = [*merged.get("override", []), *own.get("override", [])]
+    families = {**merged.get("families", {}), **own.get("families", {})}  # this file's replace the base's
+    origin = {key: {**merged.get(key, {}), **own.get(key, {})} for key in ("_origin", "_family_origin")}
     merged.update(own)
+    merged.update(origin)
     if overrides:
         merged["override"] = overrides
+    if families:
+        merged["families"] = families
     return merged
 
 
@@ -329,18 +431,65 @@ def _parse(path: Path) -> dict:
         check_schema(f"{where}: override #{i + 1}", OVERRIDE_SCHEMA, ov, ("methods", "datasets", "params"))
     for i, sw in enumerate(raw.get("sweep", [])):
         check_schema(f"{where}: sweep #{i + 1}", SWEEP_SCHEMA, sw, ("methods", "param", "values"))
+    families = raw.get("families", {})
+    for name in families:
+        if name in SCHEMA:
+            raise BenchError(f"{where}: {name!r} is a config key, written under [families] (TOML puts a key "
+                             "in the table above it: write the config's keys before the first [table])")
+        if not _FAMILY.fullmatch(name):
+            raise BenchError(f"{where}: family name {name!r} must be lowercase kebab case (a-z, 0-9 and '-', "
+                             'e.g. "deep-baselines"); it is referenced as @name')
+    check_schema(f"{where}: families", {name: FAMILY_MEMBERS for name in families}, families)
+    # Where each key and block was written, for errors found once the base chain is merged.
+    raw["_origin"] = {key: str(path) for key in raw}
+    raw["_family_origin"] = {name: str(path) for name in families}
+    for i, ov in enumerate(raw.get("override", [])):
+        ov.update(_from=str(path), _what=f"override #{i + 1} methods")
+    for i, sw in enumerate(raw.get("sweep", [])):
+        sw.update(_from=str(path), _what=f"sweep #{i + 1} methods")
+    if "per_dataset" in raw:  # one [[override]] per (key, parameter, dataset), before the file's own
+        raw["override"] = [*_per_dataset(where, raw.pop("per_dataset"), str(path)), *raw.get("override", [])]
     return raw
+
+
+def _per_dataset(where: str, table: dict, path: str) -> list[dict]:
+    """``[per_dataset."@backbone"] latent_dim = { letter = 11, cardio = 7 }`` as the [[override]] blocks
+    it stands for, in the order written: key, then parameter, then dataset."""
+    for key in table:
+        if not (key.startswith("@") and _FAMILY.fullmatch(key[1:])) and not _METHOD.fullmatch(key):
+            raise BenchError(f'{where}: per_dataset key {key!r} must be a family ("@name") or a method name')
+    check_schema(f"{where}: per_dataset", {key: PER_DATASET_PARAMS for key in table}, table)
+    out = []
+    for key, params in table.items():
+        for param in params:
+            if param in SCHEMA:
+                raise BenchError(f'{where}: {param!r} is a config key, written under [per_dataset."{key}"] (TOML '
+                                 "puts a key in the table above it: write the config's keys before the first "
+                                 "[table])")
+            if not param.isidentifier():
+                raise BenchError(f'{where}: per_dataset."{key}": {param!r} is not a parameter name')
+        check_schema(f'{where}: per_dataset."{key}"', {param: PER_DATASET_VALUES for param in params}, params)
+        out += [{"methods": [key], "datasets": [dataset], "params": {param: value}, "_from": path,
+                 "_what": f'per_dataset."{key}"'}
+                for param, per in params.items() for dataset, value in per.items()]
+    return out
 
 
 def load(path: str | Path) -> Experiment:
     """The experiment a config file describes (its keys' types already checked against SCHEMA)."""
     path = Path(path)
     raw = _read(path)
-    overrides = tuple(Override(tuple(_listed(ov["methods"])), tuple(data.expand(_listed(ov["datasets"]))),
-                               dict(ov["params"])) for ov in raw.get("override", []))
-    sweeps = [Sweep(tuple(_listed(sw["methods"])), sw["param"], tuple(sw["values"]))
+    families = resolve_families(raw.get("families", {}), raw.get("_family_origin", {}))
+    overrides = tuple(Override(tuple(expand_families(_listed(ov["methods"]), families, f"config {ov['_from']}",
+                                                     ov["_what"], names=True)),
+                               tuple(data.expand(_listed(ov["datasets"]))), dict(ov["params"]))
+                      for ov in raw.get("override", []))
+    sweeps = [Sweep(tuple(expand_families(_listed(sw["methods"]), families, f"config {sw['_from']}", sw["_what"])),
+                    sw["param"], tuple(sw["values"]))
               for sw in raw.get("sweep", [])]
-    methods = list(dict.fromkeys([*_listed(raw.get("methods", [])), *(s for sw in sweeps for s in sw.specs())]))
+    listed = expand_families(_listed(raw.get("methods", [])), families,
+                             f"config {raw['_origin'].get('methods', path)}", "methods")
+    methods = list(dict.fromkeys([*listed, *(s for sw in sweeps for s in sw.specs())]))
     exp = Experiment(
         name=raw.get("name", path.stem),
         protocol=raw.get("protocol", default_protocol(raw.get("datasets"))),
@@ -355,6 +504,7 @@ def load(path: str | Path) -> Experiment:
         contamination=tuple(float(r) for r in _listed(raw.get("contamination", []))),
         label_col=raw.get("label_col"),
         time_limit=raw.get("time_limit"),
+        families=families,
     )
     exp.validate()
     return exp

@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--results", nargs="+", action="extend", metavar="DIR",
                     help="result directories to merge (default: results/paper)")
     lb.add_argument("--metric", default="auc", choices=["auc", "ap", "f1"], help="default: %(default)s")
-    lb.add_argument("--baseline", help="spec that wins/ties/losses count against (default: advae if "
+    lb.add_argument("--baseline", help="spec that wins/ties/losses count against (default: the config's baseline if "
                     "ranked, else the first)")
     lb.add_argument("--threshold", help="threshold policy for f1 (default: the stored one)")
     lb.add_argument("--protocol", help="rank the runs of this protocol (needed when the stores hold "

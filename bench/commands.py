@@ -52,12 +52,14 @@ def _cmd_run(a) -> int:
                 executor.close()
     except KeyboardInterrupt as exc:
         if (out / "runs.sqlite").is_file():
-            runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
+            runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name, exp.featured,
+                                    exp.baseline)
         how = "terminated (SIGTERM)" if isinstance(exc, runner.Terminated) else "interrupted"
         print(f"{how}: finished runs are stored in {out}; run the same command again to resume",
               file=sys.stderr)
         return 143 if isinstance(exc, runner.Terminated) else 130
-    runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name)
+    runtable.remember_order(out, exp.methods, exp.dataset_names, a.quick, exp.name, exp.featured,
+                                    exp.baseline)
     # The summary (stdout; progress and notes went to stderr) is this invocation's: failures an
     # earlier run left in the store are not repeated.
     print(f"{plural(counts['total'], 'run')}: {counts['skipped']} already stored, {counts['ok']} ok, "
@@ -150,7 +152,8 @@ def _cmd_leaderboard(a) -> int:
         quick = [runtable.experiment_info(d).get("quick") for d in dirs]
         info = {"quick": any(quick)} if None not in quick else {}
     context = runtable.context_line(runs, info)
-    lb = leaderboard.build(runs, a.metric, a.baseline, context)
+    default = runtable.experiment_info(dirs[0]).get("baseline")  # the first store's config says it
+    lb = leaderboard.build(runs, a.metric, a.baseline, context, default)
     out = Path(a.out) if a.out else Path(dirs[0]) / "leaderboard"  # as --help says
     written = leaderboard.write(lb, out)
     print(leaderboard.to_text(lb))

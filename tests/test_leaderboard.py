@@ -200,3 +200,12 @@ def test_one_dataset_prints_no_friedman_or_nemenyi(tmp_path):
     assert not np.isfinite(lb.cd) and lb.nemenyi is None and lb.wilcoxon is None
     written = {p.name for p in leaderboard.write(lb, tmp_path)}
     assert not any(n.startswith(("cd-", "wilcoxon-")) for n in written)
+
+
+def test_default_baseline_is_the_configs_when_ranked_else_the_first():
+    runs = _runs({k: [v] for k, v in MEANS.items()})
+    first = leaderboard.build(runs, "auc").table.index[0]
+    assert leaderboard.build(runs, "auc").baseline == first  # no method name is assumed
+    assert leaderboard.build(runs, "auc", default_baseline="b").baseline == "b"
+    assert leaderboard.build(runs, "auc", default_baseline="not-run").baseline == first
+    assert leaderboard.build(runs, "auc", baseline="c", default_baseline="b").baseline == "c"

@@ -8,6 +8,8 @@
     label_col = "target"               # label column of own .csv files (default: y or label)
     contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
     time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+    featured = ["@advae"]              # optional: methods the curve figures draw strong (names, @families)
+    baseline = "advae"                 # optional: the leaderboard's default baseline
     methods = ["@backbone", "mo-gaal", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings and @families
 
     [families]                         # groups of methods, referenced as "@name" (optional)
@@ -121,6 +123,8 @@ SCHEMA = {
     "time_limit": [Interval(float, 0, None, closed="neither")],
     "families": [Check(lambda v: isinstance(v, dict),
                        'a table of families, e.g. [families] advae = ["advae", "e-advae", "g-advae"]')],
+    "featured": [str, _text_list("method names or @families")],
+    "baseline": [Check(lambda v: isinstance(v, str) and v.strip() != "", 'a method spec, e.g. "advae"')],
     "per_dataset": [Check(lambda v: isinstance(v, dict),
                           'a table of tables, e.g. [per_dataset."@backbone"] latent_dim = { cardio = 7 }')],
 }
@@ -221,6 +225,8 @@ class Experiment:
     label_col: str | None = None  # label column of own .csv datasets (None: y or label)
     time_limit: float | None = None  # seconds per run (fit + scoring); None: no limit
     families: dict = field(default_factory=dict)  # family name -> its method specs, @families expanded
+    featured: tuple[str, ...] = field(default=())  # method names the curve figures draw strong
+    baseline: str | None = None  # the leaderboard's default baseline spec
 
     @property
     def dataset_names(self) -> tuple[str, ...]:
@@ -505,6 +511,9 @@ def load(path: str | Path) -> Experiment:
         label_col=raw.get("label_col"),
         time_limit=raw.get("time_limit"),
         families=families,
+        featured=tuple(expand_families(_listed(raw.get("featured", [])), families,
+                                       f"config {raw['_origin'].get('featured', path)}", "featured", names=True)),
+        baseline=raw.get("baseline"),
     )
     exp.validate()
     return exp

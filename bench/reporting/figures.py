@@ -83,8 +83,6 @@ def _curve_points(y: np.ndarray, s: np.ndarray) -> dict:
             "ap": average_precision_score(y, s), "auc": roc_auc_score(y, s), "pos": y.mean()}
 
 
-#: Methods every curve figure features by default (the paper's subject), besides the best few others.
-FEATURED = ("advae", "e-advae", "g-advae")
 
 
 N_BEST_OTHERS = 3
@@ -93,18 +91,19 @@ N_BEST_OTHERS = 3
 FAINT = {"color": "0.62", "linestyle": "-", "lw": 0.9, "alpha": 0.75}
 
 
-def featured(spec: str) -> bool:
-    """A spec of the adVAE family (any parameters): drawn strong by default."""
-    return str(spec).split("[", 1)[0] in FEATURED
+def featured(spec: str, names=()) -> bool:
+    """A spec (any parameters) of a method in ``names``, the config's ``featured``: drawn strong."""
+    return str(spec).split("[", 1)[0] in set(names)
 
 
-def strong_methods(per_method: dict, score: str, chosen=None) -> list[str]:
+def strong_methods(per_method: dict, score: str, chosen=None, names=()) -> list[str]:
     """The methods a curve figure draws strong: ``chosen`` (the reader's list) when given, else the
-    adVAE family plus the ``N_BEST_OTHERS`` other methods with the highest mean ``score`` here."""
+    featured methods (``names``: the config's ``featured``) plus the ``N_BEST_OTHERS`` other methods
+    with the highest mean ``score`` here."""
     if chosen:
         return [m for m in chosen if m in per_method]
-    fam = [m for m in per_method if featured(m)]
-    others = sorted((m for m in per_method if not featured(m)),
+    fam = [m for m in per_method if featured(m, names)]
+    others = sorted((m for m in per_method if not featured(m, names)),
                     key=lambda m: -np.mean([p[score] for p in per_method[m]]))
     return fam + others[:N_BEST_OTHERS]
 
@@ -183,12 +182,12 @@ def _curves_by_dataset(curves: list[dict]) -> tuple[list[str], dict[str, dict[st
     return methods, {d: {m: pm[m] for m in methods if m in pm} for d, pm in by_ds.items()}
 
 
-def write_curve_figures(curves: list[dict], out_dir: Path, chosen=None,
+def write_curve_figures(curves: list[dict], out_dir: Path, chosen=None, names=(),
                         context: str = "") -> list[Path]:
     """For each dataset write ``out_dir/<dataset>-pr.png`` and ``-roc.png``: each method's mean curve
     over seeds (precision on a common recall grid, TPR on a common FPR grid), its mean AP / AUC in
-    the legend; the featured methods (``strong_methods``: ``chosen`` or the adVAE family and the
-    best few others on that dataset) in strong colours with a min..max band, every other method a
+    the legend; the featured methods (``strong_methods``: ``chosen`` or the config's ``featured`` and
+    the best few others on that dataset) in strong colours with a min..max band, every other method a
     thin grey line; the PR figure shows the chance level (anomaly fraction). ``curves``: dicts with
     method, dataset, seed, y_test, scores."""
     out_dir = Path(out_dir)
@@ -197,7 +196,7 @@ def write_curve_figures(curves: list[dict], out_dir: Path, chosen=None,
     for d, per_method in by_ds.items():
         chance = float(np.mean([p["pos"] for pts in per_method.values() for p in pts]))
         for kind in ("pr", "roc"):
-            strong = strong_methods(per_method, "ap" if kind == "pr" else "auc", chosen)
+            strong = strong_methods(per_method, "ap" if kind == "pr" else "auc", chosen, names)
             written.append(_figure(kind, d, per_method, strong, chance,
                                    out_dir / f"{_safe(d)}-{kind}.png", context))
     return written
@@ -207,7 +206,8 @@ def write_curve_figures(curves: list[dict], out_dir: Path, chosen=None,
 SMALL_MULTIPLES_COLUMNS = 6
 
 
-def write_small_multiples(curves: list[dict], path: Path, chosen=None, context: str = "") -> Path:
+def write_small_multiples(curves: list[dict], path: Path, chosen=None, context: str = "",
+                          names=()) -> Path:
     """One figure, every dataset side by side: PR curves on top, ROC curves below, only the featured
     methods (``chosen``, else the adVAE family and the best few others by mean AP over datasets)."""
     path = Path(path)
@@ -217,8 +217,8 @@ def write_small_multiples(curves: list[dict], path: Path, chosen=None, context: 
     else:
         avg = {m: np.mean([np.mean([p["ap"] for p in pm[m]]) for pm in by_ds.values() if m in pm])
                for m in methods}
-        others = sorted((m for m in methods if not featured(m)), key=lambda m: -avg[m])
-        pick = [m for m in methods if featured(m)] + others[:N_BEST_OTHERS]
+        others = sorted((m for m in methods if not featured(m, names)), key=lambda m: -avg[m])
+        pick = [m for m in methods if featured(m, names)] + others[:N_BEST_OTHERS]
     n = max(1, len(by_ds))
     cols = min(n, SMALL_MULTIPLES_COLUMNS)  # more datasets wrap into further PR/ROC row pairs
     blocks = -(-n // cols)

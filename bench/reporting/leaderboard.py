@@ -185,9 +185,10 @@ class Leaderboard:
 
 
 def build(runs: pd.DataFrame, metric: str = "auc", baseline: str | None = None,
-          context: str = "") -> Leaderboard:
+          context: str = "", default_baseline: str | None = None) -> Leaderboard:
     """The leaderboard of ``runs`` (one protocol) on ``metric``. ``baseline``: the spec wins, ties and
-    losses are counted against (default: advae if ranked, else the method ranked first)."""
+    losses are counted against; without it ``default_baseline`` (the config's ``baseline``) if ranked,
+    else the method ranked first."""
     if metric not in METRICS:
         raise BenchError(f"unknown leaderboard metric {metric!r}; choose one of {', '.join(METRICS)}")
     all_means = mean_matrix(runs, metric)
@@ -201,7 +202,7 @@ def build(runs: pd.DataFrame, metric: str = "auc", baseline: str | None = None,
     avg_rank = ranks.mean(axis=1)
     order = sorted(means.index, key=lambda m: (avg_rank[m], -means.loc[m].mean(), m))
     if baseline is None:
-        baseline = "advae" if "advae" in means.index else order[0]
+        baseline = default_baseline if default_baseline in means.index else order[0]
     elif baseline not in means.index:
         why = f" ({unranked[baseline]})" if baseline in unranked else ""
         raise BenchError(f"--baseline {baseline!r} is not among the ranked methods{why}; choose one "

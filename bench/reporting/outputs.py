@@ -77,9 +77,9 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
                    "y_test": r.y_test, "scores": r.test_scores} for r in ok.itertuples()]
         if curves:
             figure_dir = out_dir / "figures" / suffix
-            written += figures.write_curve_figures(curves, figure_dir, chosen, context)
+            written += figures.write_curve_figures(curves, figure_dir, chosen, info.get("featured", ()), context)
             written.append(figures.write_small_multiples(curves, figure_dir / "small-multiples.png",
-                                                        chosen, context))
+                                                        chosen, context, info.get("featured", ())))
         if training_curves:
             for r in sub.itertuples():
                 if isinstance(r.history, str) and r.history not in ("null", ""):
@@ -177,7 +177,7 @@ def _people_sections(out_dir: Path, sub: pd.DataFrame, suffix: Path, info: dict,
     lb_dir = out_dir / "leaderboard" / suffix
     for metric in LEADERBOARD_METRICS:
         try:
-            lb = leaderboard.build(sub, metric, None, context)
+            lb = leaderboard.build(sub, metric, None, context, info.get("baseline"))
         except BenchError as exc:
             body.append(f'<p class="note">{metric.upper()}: no leaderboard ({page.esc(exc)})</p>')
             continue

@@ -162,11 +162,12 @@ ORDER_FILE = "order.json"
 
 
 def remember_order(out_dir, methods, datasets, quick: bool | None = None,
-                   config: str | None = None) -> None:
+                   config: str | None = None, featured=None, baseline: str | None = None) -> None:
     """Keep the experiment's method and dataset order beside the store, so that ``report`` without a
     config lays tables out as the run did. A later run with other methods appends to the order.
     ``quick``: whether this run used ``--quick`` budgets (once any run did, the directory says so);
-    ``config``: the experiment's name, for the report's header."""
+    ``config``: the experiment's name, for the report's header; ``featured`` and ``baseline``: the
+    config's methods the figures feature and the leaderboard's default baseline (the latest run's)."""
     path = Path(out_dir) / ORDER_FILE
     old = json.loads(path.read_text()) if path.is_file() else {"methods": [], "datasets": []}
     new = {**old, "methods": list(dict.fromkeys([*old["methods"], *methods])),
@@ -175,6 +176,10 @@ def remember_order(out_dir, methods, datasets, quick: bool | None = None,
         new["quick"] = bool(old.get("quick")) or bool(quick)
     if config is not None:
         new["config"] = config
+    if featured is not None:
+        new["featured"] = list(featured)
+    if baseline is not None:
+        new["baseline"] = baseline
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(new, indent=1) + "\n")
 

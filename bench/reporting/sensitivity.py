@@ -17,6 +17,7 @@ Published values are drawn as published and never enter a mean.
 """
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import matplotlib
@@ -115,8 +116,12 @@ def published_fig9(published_dir) -> tuple[pd.DataFrame | None, pd.DataFrame | N
     d = Path(published_dir) if published_dir else None
     a = d / "wang2020-kbs-fig9.csv" if d else None
     f = d / "wang2020-kbs-fig9f.csv" if d else None
-    return (pd.read_csv(a) if a and a.is_file() else None,
-            pd.read_csv(f) if f and f.is_file() else None)
+    fig9 = pd.read_csv(a) if a and a.is_file() else None
+    if fig9 is not None:  # the method the curves belong to, as its toml says (read by name, never assumed)
+        meta_path = a.with_suffix(".toml")
+        meta = tomllib.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        fig9["method"] = meta.get("method", "")
+    return fig9, pd.read_csv(f) if f and f.is_file() else None
 
 
 # ---- drawing and writing --------------------------------------------------------------------------
@@ -155,7 +160,7 @@ def write_sweep(df: pd.DataFrame, name: str, param: str, specs: dict, out_dir: P
         if frame.empty:
             continue
         pub = None
-        if published is not None and metric == "ap" and name == "advae":
+        if published is not None and metric == "ap" and name in set(published.method):
             pub = published[published.param == param]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -213,7 +218,7 @@ def sensitivity_table(df: pd.DataFrame, sweeps: dict, metric: str, published: pd
                 hit = frame[(frame.dataset == dataset) & (frame.value == value)]
                 row[dataset] = float(hit["mean"].iloc[0]) if len(hit) else np.nan
                 row[f"{dataset} std"] = float(hit["std"].iloc[0]) if len(hit) else np.nan
-                if published is not None and metric == "ap" and name == "advae":
+                if published is not None and metric == "ap" and name in set(published.method):
                     p = published[(published.param == param) & (published.dataset == dataset) &
                                   np.isclose(published.value.astype(float), float(value))]
                     row[f"{dataset} paper"] = float(p.ap.iloc[0]) if len(p) else np.nan

@@ -128,7 +128,7 @@ def _methods(text: str) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="run_bench.py", description=(
         "advae-bench: adVAE and baselines on five tabular anomaly-detection datasets. "
-        "Without arguments: run configs/paper.toml and write results/paper/."))
+        "Without arguments: run configs/paper.toml and write runs/paper/."))
     sub = p.add_subparsers(dest="command")
     plug = argparse.ArgumentParser(add_help=False)
     plug.add_argument("--plugin", action="append", default=[], metavar="FILE",
@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
                    help="seconds a run may take (fit + scoring) before it is stopped and stored with "
                         "status timeout (default: the config's time_limit, else none)")
-    r.add_argument("--out", help="output directory (default: results/<config name>[-<protocol>][-quick])")
+    r.add_argument("--out", help="output directory (default: runs/<config name>[-<protocol>][-quick]; never inside results/)")
     r.add_argument("--data-dir", help="directory holding the .mat files")
     r.add_argument("--workers", type=_workers, help="worker processes, >= 1 (default: one per core)")
     r.add_argument("--executor", choices=["local", "dask"], default="local",
@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", parents=[plug], help="regenerate runs.csv, tables, figures, the "
                          "reproduction report, the leaderboard and index.html from the store")
-    rep.add_argument("--out", default=str(REPO_ROOT / "results" / "paper"), help="output directory (default: %(default)s)")
+    rep.add_argument("--out", default=str(REPO_ROOT / "runs" / "paper"), help="output directory (default: %(default)s)")
     rep.add_argument("--config", help="config whose method/dataset order the tables follow")
     rep.add_argument("--threshold", help="recompute precision/recall/F1 with this threshold policy "
                      "(written beside the default tables, in tables/<policy>/)")
@@ -181,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", parents=[plug], help="reproduction report: the store against a "
                          "paper's published table")
-    cmp.add_argument("--results", default=str(REPO_ROOT / "results" / "paper"),
+    cmp.add_argument("--results", default=str(REPO_ROOT / "runs" / "paper"),
                      help="result directory (default: %(default)s)")
     cmp.add_argument("--published", default="wang2020-kbs",
                      help="published table in published/ (default: %(default)s)")
@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print a store's numbers: one method's AUC, AP, recall and F1 per seed "
                         "and per dataset, or (no METHOD) every method's summary")
     sh.add_argument("method", nargs="?", help="a spec or a method name (every spec of it), e.g. advae")
-    sh.add_argument("--results", default=str(REPO_ROOT / "results" / "paper"),
+    sh.add_argument("--results", default=str(REPO_ROOT / "runs" / "paper"),
                     help="result directory (default: %(default)s)")
     sh.add_argument("--threshold", help="recall and F1 under this threshold policy (default: the stored one)")
     sh.add_argument("--alpha", type=float, help="recall and F1 with this alpha (default: the stored one)")
@@ -204,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", parents=[plug], help="rank methods over one or several stores, "
                         "with Friedman, Nemenyi and Wilcoxon-Holm tests")
     lb.add_argument("--results", nargs="+", action="extend", metavar="DIR",
-                    help="result directories to merge (default: results/paper)")
+                    help="result directories to merge (default: runs/paper)")
     lb.add_argument("--metric", default="auc", choices=["auc", "ap", "f1"], help="default: %(default)s")
     lb.add_argument("--baseline", help="spec that wins/ties/losses count against (default: the config's baseline if "
                     "ranked, else the first)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.evaluation.data import REPO_ROOT
+from bench.execution.store import RUNS_DIR, not_published
 
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "paper.toml"
@@ -36,7 +37,7 @@ def _cmd_run(a) -> int:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")
             + ("-quick" if a.quick else ""))
-    out = Path(a.out) if a.out else REPO_ROOT / "results" / name
+    out = not_published(a.out) if a.out else RUNS_DIR / name
     workers = executors.check_workers(a.workers, a.scheduler)  # cores and memory bound it, every executor
     executor = executors.make(a.executor, workers, a.scheduler)
     print(f"experiment {exp.name}: {plural(len(exp.methods), 'method')} x "
@@ -104,7 +105,7 @@ def _cmd_report(a) -> int:
         from bench.reporting import compare
 
         compare.load_published(published)  # an unknown table is bad input, as for `compare`: exit 2
-    written = outputs.build_report(a.out, a.threshold, a.alpha,
+    written = outputs.build_report(not_published(a.out), a.threshold, a.alpha,
                                    order.methods if order else None,
                                    order.dataset_names if order else None, a.training_curves,
                                    chosen=a.methods, published=published)
@@ -119,7 +120,7 @@ def _cmd_compare(a) -> int:
     pub = compare.load_published(a.published)
     runs = runtable.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
     context = runtable.context_line(runs, runtable.experiment_info(a.results))
-    out = Path(a.out) if a.out else Path(a.results) / "compare"
+    out = not_published(Path(a.out) if a.out else Path(a.results) / "compare", "the comparison's folder")
     cmp, written = compare.run(runs, pub, out, context)
     print(f"{pub.meta.get('source', pub.name)}, {pub.meta.get('citation', '')}")
     print(context)
@@ -133,7 +134,9 @@ def _cmd_compare(a) -> int:
 def _cmd_leaderboard(a) -> int:
     from bench.reporting import leaderboard, outputs, runtable
 
-    dirs = a.results or [str(REPO_ROOT / "results" / "paper")]
+    dirs = a.results or [str(RUNS_DIR / "paper")]
+    if a.out:
+        not_published(a.out, "the leaderboard's folder")  # before reading any store
     seen: dict[Path, str] = {}
     for d in dirs:
         if Path(d).resolve() in seen:
@@ -154,7 +157,8 @@ def _cmd_leaderboard(a) -> int:
     context = runtable.context_line(runs, info)
     default = runtable.experiment_info(dirs[0]).get("baseline")  # the first store's config says it
     lb = leaderboard.build(runs, a.metric, a.baseline, context, default)
-    out = Path(a.out) if a.out else Path(dirs[0]) / "leaderboard"  # as --help says
+    out = not_published(Path(a.out) if a.out else Path(dirs[0]) / "leaderboard",  # as --help says
+                        "the leaderboard's folder")
     written = leaderboard.write(lb, out)
     print(leaderboard.to_text(lb))
     for path in written:

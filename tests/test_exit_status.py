@@ -147,3 +147,16 @@ def test_a_sweep_without_a_config_runs_the_sweep_alone(tmp_path, capsys, monkeyp
             "overrides of configs/paper.toml") in capsys.readouterr().err
     assert main([*argv, "--config", CLASSICAL]) == 0  # with a config: its methods and the sweep
     assert seen[-1].methods[-2:] == ("lof[n_neighbors=5]", "lof[n_neighbors=10]") and len(seen[-1].methods) > 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--methods", "pca", "--datasets", "cardio", "--seeds", "0", "--out", "results/paper"],
+    ["report", "--out", "results/sensitivity"],
+    ["leaderboard", "--results", "results/sensitivity", "--out", "results/lb"],
+])
+def test_nothing_writes_into_results_which_the_project_publishes(argv, capsys):
+    before = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "results").rglob("*"))
+    assert main([a if not a.startswith("results/") else str(REPO_ROOT / a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("error: ") and "inside results/" in err[-1]
+    assert sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "results").rglob("*")) == before

@@ -1,6 +1,7 @@
 """DIAGNOSTIC (issue 12): why GAN, WGAN-GP and MO-GAAL score near chance. USES TEST LABELS.
 
-Writes to results/diagnostics/ (nothing in the suite reads it back; nothing here chooses anything):
+Writes to runs/diagnostics/ (nothing in the suite reads it back; nothing here chooses anything); the
+committed copy is results/diagnostics/:
   hist_<method>_<dataset>.png   D's raw output (logit / critic value) at the end of training on the
                                 training rows, normal test rows and anomalous test rows, one panel a seed
   curves_<method>.png           test AUC of the paper's score during training, one panel a dataset
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="gan,wgan-gp,mo-gaal")
     ap.add_argument("--datasets", default="letter,cardio,satellite,optdigits,pendigits")
     ap.add_argument("--n-iter", type=int, default=None)
-    ap.add_argument("--out", default="results/diagnostics")
+    ap.add_argument("--out", default="runs/diagnostics")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     import matplotlib
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def plot_curves(out="results/diagnostics") -> None:
+def plot_curves(out="runs/diagnostics") -> None:
     """curves_<method>.png from curves.csv (run after all datasets of a method are done)."""
     import matplotlib
     matplotlib.use("Agg")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError, WorkError
+from bench.evaluation.data import REPO_ROOT
 
 COLUMNS = {
     "key": "TEXT PRIMARY KEY", "method": "TEXT", "spec": "TEXT", "params": "TEXT",
@@ -53,6 +54,25 @@ def to_blob(arr) -> bytes | None:
 
 def from_blob(blob) -> np.ndarray | None:
     return None if blob is None else np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+#: What the project publishes (committed, each folder with its provenance): no command writes there;
+#: tools/publish_results.py copies a finished output folder into it.
+PUBLISHED_DIR = REPO_ROOT / "results"
+#: Where runs and reports write by default, one folder per config (git-ignored).
+RUNS_DIR = REPO_ROOT / "runs"
+
+
+def not_published(path: str | Path, what: str = "--out") -> Path:
+    """``path``, or a BenchError when it lies in ``results/``: a run or a report never overwrites what
+    the project publishes."""
+    p, pub = Path(path).resolve(), PUBLISHED_DIR.resolve()
+    if p == pub or pub in p.parents:
+        raise BenchError(f"{what} {path} is inside results/, which holds what the project publishes "
+                         "(committed, with its provenance); runs and reports write to runs/ (the default) "
+                         "or any other folder, and tools/publish_results.py copies a finished one into "
+                         "results/")
+    return Path(path)
 
 
 def writable_dir(path: str | Path, what: str = "output directory (--out)") -> Path:

@@ -58,7 +58,7 @@ def load_checkpoints(encoder_path: Path, decoder_path: Path):
 
 
 def _reference_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=str(REPO_ROOT / "results" / "reference"),
+    p.add_argument("--out", default=str(REPO_ROOT / "runs" / "reference"),
                    help="output directory (default: %(default)s)")
     p.add_argument("--checkpoints", help="directory holding <dataset>-encoder.pt / -decoder.pt")
     p.add_argument("--data-dir", help="directory holding the .mat files")
@@ -67,9 +67,9 @@ def _reference_arguments(p: argparse.ArgumentParser) -> None:
 
 def _reference(a: argparse.Namespace) -> int:
     from bench.evaluation.reference import run_reference
-    from bench.execution.store import writable_dir
+    from bench.execution.store import not_published, writable_dir
 
-    writable_dir(a.out)  # before minutes of scoring, not after
+    writable_dir(not_published(a.out))  # before minutes of scoring, not after
     df = run_reference(a.out, load_checkpoints, data_dir=a.data_dir, checkpoints_dir=a.checkpoints,
                        L=a.L)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

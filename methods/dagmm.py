@@ -301,7 +301,7 @@ class DAGMM(StackedDeepDetector):
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
-    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    # 3: training noise from the shared feeder engine/stacked.Feed (new random streams; issue 14)
     # 4: the mixture energy and the compression features train through fused autograd nodes
     #    (MixtureEnergy, CompressionFeatures; issue 11): same function, other rounding
     version = "4"

@@ -54,7 +54,7 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
     20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): engine/discriminator_scores.py.
     """
 
-    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    # 3: training noise from the shared feeder engine/stacked.Feed (new random streams; issue 14)
     version = "3"
 
     monitored_losses = ["divergence"]

@@ -3,7 +3,7 @@
 Same encoder E and generator G as adVAE (engine/backbone.py), same optimiser (Adam, lr 1e-3), batch
 (128) and budget (20000 iterations; one iteration = one Adam step on one mini-batch).
 
-Loss per mini-batch (the terms of adVAE's L_E without the hinges, ../shared/docs/advae-spec.md):
+Loss per mini-batch (the terms of adVAE's L_E without the hinges, docs/advae-spec.md):
     MSE(x, x_r) + lambda_ * KL(mu, logvar)
 with MSE = per-row sum over features of (x - x_r)^2, KL = 0.5 * sum over latent dims of
 (mu^2 + sigma^2 - logvar - 1) (the positive KL), both averaged over the batch; x_r = G(z),
@@ -42,7 +42,7 @@ class VAE(StackedDeepDetector):
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
     cost = 1.75  # per iteration, relative to AE (measured, issue 11): orders the groups, never a result
-    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    # 3: training noise from the shared feeder engine/stacked.Feed (new random streams; issue 14)
     # 4: L-sample scoring in 16 MiB chunks (engine/backbone.py): some training rows' scores move by
     #    1-2 ulp (cardio); test scores, thresholds and metrics unchanged
     version = "4"

@@ -189,7 +189,7 @@ class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
     engine/discriminator_scores.py.
     """
 
-    # 3: training noise from the shared feeder methods/stacked.Feed (new random streams; issue 14)
+    # 3: training noise from the shared feeder engine/stacked.Feed (new random streams; issue 14)
     # 4: hand-written gradients (critic_step, generator_step) and all fakes of an iteration in one
     #    generator pass: the same method, other rounding (issue 11)
     version = "4"

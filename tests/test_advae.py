@@ -1,4 +1,4 @@
-"""adVAE (methods/advae.py): loss terms against hand values, the two steps of Algorithm 1 (which
+"""adVAE (methods/advae/): loss terms against hand values, the two steps of Algorithm 1 (which
 networks move, the detach, the hand-written gradients against autograd for every switch setting), the
 ablation variants, scoring (error of the mean, chunking, seeds), stacking, telemetry and a planted-outlier
 sanity check."""
@@ -82,7 +82,7 @@ def _tiny(transformer=True, encoder_hinge=True, generator_hinge=True, S=2, b=11,
 
 
 def _spec_objectives(det, nets, x, lat):
-    """The two objectives written straight from ../shared/docs/advae-spec.md for each variant."""
+    """The two objectives written straight from docs/advae-spec.md for each variant."""
     E, G, T = nets["E"], nets["G"], lat.z_T is not None
     gam, lam, m_x, m_z = det.gamma, det.lambda_, det.m_x, det.m_z
     x_r = G(lat.z.detach())

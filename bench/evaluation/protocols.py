@@ -1,4 +1,4 @@
-"""Evaluation protocols (../shared/docs/protocol.md): which rows train, which test, and scaling.
+"""Evaluation protocols (docs/protocol-notes.md): which rows train, which test, and scaling.
 
 ``paper`` and ``resample`` train clean: no anomaly ever reaches ``fit``. ``adbench`` is ADBench's
 unsupervised setting, whose training rows keep their anomalies (labels hidden); see

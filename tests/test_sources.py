@@ -37,7 +37,7 @@ def test_advae_digest_follows_its_package_and_imports(tmp_path):
     files = {p.relative_to(root).as_posix()
              for s in sorted((root / "methods" / "advae").glob("*.py"))
              for p in sources.source_files(s, root, {"methods", "engine"})}
-    assert {"methods/advae/model.py", "methods/advae/gradients.py", "methods/advae/stacking.py",
+    assert {"methods/advae/model.py", "methods/advae/gradients.py", "methods/advae/training.py",
             "engine/backbone.py", "engine/invariant.py", "engine/stacked.py",
             "engine/members.py"} <= files
     assert not any(f.startswith("bench/") for f in files)  # plumbing is never followed

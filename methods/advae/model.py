@@ -24,7 +24,7 @@ training runs them through autograd, or through a registered accelerator that co
 gradients faster (``gradients.py``, "hand"). The paper's ablations (Section 4.6) are switches:
 transformer=False (no T, no L_T, no x_Tr), encoder_hinge=False (no gamma term anywhere),
 generator_hinge=False (no [m_x - ...]^+); e-advae and g-advae below. Stacks of seeds and settings
-(``member_params``, stacking.py) train bit for bit as their members alone (tests/test_invariance.py).
+(``member_params``, training.py) train bit for bit as their members alone (tests/test_invariance.py).
 """
 from __future__ import annotations
 
@@ -35,11 +35,9 @@ from torch import nn
 
 from bench.contract.params import Interval, Options
 from bench.contract.registry import register
-from bench.execution.telemetry import LossLog
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, Shape, StackedLinear, member_generators
-from engine.invariant import StackAdam
-from engine.stacked import Feed, StackedDeepDetector, all_diverged, l_sample_scores, rows, store_params
-from methods.advae.stacking import AdVAEStacking
+from engine.stacked import StackedDeepDetector, l_sample_scores, store_params
+from methods.advae.training import AdVAETraining
 
 #: The definitions an accelerator computes the gradients of; a subclass that overrides one trains
 #: through autograd.
@@ -116,7 +114,7 @@ class Latents(NamedTuple):
 @register("g-advae", defaults={"encoder_hinge": False},
           description="G-adVAE (adVAE ablation, paper 4.6): only the generator discriminates; "
                       "E trains as a plain VAE")
-class AdVAE(AdVAEStacking, StackedDeepDetector):
+class AdVAE(AdVAETraining, StackedDeepDetector):
     """adVAE (Wang et al., KBS 2020): self-adversarial VAE with a Gaussian anomaly prior.
 
     Parameters (paper values as defaults; configs/paper.toml sets the per-dataset ones of Table 2):
@@ -144,8 +142,6 @@ class AdVAE(AdVAEStacking, StackedDeepDetector):
         "transformer": [bool], "encoder_hinge": [bool], "generator_hinge": [bool],
         "score_budget_mb": [Interval(float, 0, None, closed="neither")],
         "gradients": [Options(*GRADIENTS)]}
-    #: Registered accelerators, name -> class(det) with ``iteration(nets, opt_GT, opt_E)``.
-    accelerators: dict[str, type] = {}
 
     def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
@@ -155,13 +151,6 @@ class AdVAE(AdVAEStacking, StackedDeepDetector):
                  random_state: int = 0):
         store_params(self, locals())
 
-    @classmethod
-    def accelerator(cls, name: str):
-        """Class decorator: register an accelerator that computes the definitions' gradients."""
-        def deco(acc):
-            cls.accelerators[name] = acc
-            return acc
-        return deco
 
     def _check_combinations(self) -> None:
         if self.generator_hinge and not self.transformer:
@@ -184,9 +173,6 @@ class AdVAE(AdVAEStacking, StackedDeepDetector):
         gradients are the gradients of this objective."""
         return not self._overridden()
 
-    def uses_hand_gradients(self) -> bool:
-        return "hand" in self.accelerators and (
-            self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions()))
 
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         nets = {"E": Encoder(shape, gens), "G": Generator(shape, gens)}
@@ -198,12 +184,6 @@ class AdVAE(AdVAEStacking, StackedDeepDetector):
         """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
         return self._build(Shape(d, self.latent_size(d)), member_generators(seeds))
 
-    def build_optimizers(self, nets: nn.ModuleDict) -> tuple[StackAdam, StackAdam]:
-        """Algorithm 1's two Adam optimizers: G and T (step 1), E (step 2). Parameter order: G's then
-        T's, E's (each in ``parameters()`` order), as the hand-written gradients come. The networks'
-        parameters become views of the optimizers' flat buffers (build after ``.to(device)``)."""
-        gt = [*nets["G"].parameters(), *(nets["T"].parameters() if "T" in nets else [])]
-        return StackAdam(gt, self.lr), StackAdam(list(nets["E"].parameters()), self.lr)
 
     # ---- the objectives, with autograd (the definition; also the logged values) -----------------
     def sample_latents(self, nets: nn.ModuleDict, x: torch.Tensor, eps: torch.Tensor) -> Latents:
@@ -277,53 +257,6 @@ class AdVAE(AdVAEStacking, StackedDeepDetector):
         terms["L_E"] = L_E
         return L_E.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
 
-    # ---- fitting --------------------------------------------------------------------------------
-    def _train(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
-        self.train_stack(nets, X, seeds, log)
-
-    def train_stack(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
-        """Algorithm 1 for a stack of S members, X (S, n, d), through the "hand" accelerator when
-        ``uses_hand_gradients()``, else through autograd. Every ``log_every`` iterations (and at the
-        last) every loss term is recorded per member; a non-finite value marks that member diverged
-        (LossLog), and training stops once every member has."""
-        opt_GT, opt_E = self.build_optimizers(nets)  # before the views: parameters move to flat buffers
-        n_iter = int(self.n_iter)
-        k = nets["E"].fcmu.weight.shape[2]
-        feed = Feed(X, int(self.batch_size), n_iter, seeds,
-                    noise={"eps": ("normal", (2 if "T" in nets else 1) * k)})
-        step = (self.accelerators["hand"](self).iteration if self.uses_hand_gradients()
-                else self._autograd_iteration)
-        step = step(nets, opt_GT, opt_E)
-        with self.members_in_training():
-            members = self.term_members()
-            for i, (x, noise) in enumerate(feed):
-                record = i % int(self.log_every) == 0 or i == n_iter - 1
-                terms = step(x, rows(noise["eps"], x.shape[1]), record)
-                if record:
-                    log.record(i, force=True, members=members, **terms)
-                    if all_diverged(log):
-                        break
-
-    def _autograd_iteration(self, nets, opt_GT: StackAdam, opt_E: StackAdam):
-        """One iteration through autograd from ``sample_latents`` / ``step1_losses`` /
-        ``step2_losses`` (the reference the hand path is tested against, and the path of a subclass
-        that changes a definition)."""
-        opt_GT.attach()
-        opt_E.attach()
-
-        def iteration(x, eps, record: bool) -> dict:
-            lat = self.sample_latents(nets, x, eps)
-            objective, terms1 = self.step1_losses(nets, x, lat)  # step 1: G and T
-            opt_GT.zero_grad()
-            objective.sum().backward(inputs=opt_GT.params)  # members are independent: sum = each
-            opt_GT.step()
-            objective, terms2 = self.step2_losses(nets, x, lat)  # step 2: E, with the updated G
-            opt_E.zero_grad()
-            objective.sum().backward(inputs=opt_E.params)
-            opt_E.step()
-            return {k: v.detach() for k, v in {**terms1, **terms2}.items()} if record else {}
-
-        return iteration
 
     # ---- scoring --------------------------------------------------------------------------------
     def _score(self, X: torch.Tensor) -> torch.Tensor:

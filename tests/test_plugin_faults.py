@@ -161,3 +161,32 @@ def test_list_says_what_a_plugin_does_not_declare(plugin, capsys):
     assert ("  (loose declares no parameter_constraints: a value it does not take is found only inside fit "
             "and fails its runs, instead of being refused before any work)") in out
     assert "    k = 5\n" in out
+
+
+def _readme_loss_term() -> str:
+    """The subclass of the README's "Add a loss term to adVAE (one subclass)", as printed there."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    head, tail = text.split('@register("advae-mu-l2")')
+    return textwrap.dedent(head.rsplit("```python", 1)[1] + '@register("advae-mu-l2")' + tail.split("```")[0])
+
+
+def test_the_readme_loss_term_trains_through_autograd_and_logs_its_term(plugin):
+    """The README's example subclass runs as printed: it trains (autograd, since it overrides a
+    definition), logs its new term, and its objective differs from adVAE's by exactly the term."""
+    import numpy as np
+    import torch
+
+    path = plugin(_readme_loss_term(), "advae_mu_l2.py")
+    registry.load_plugin(path)
+    cls = registry.entry("advae-mu-l2").cls
+    det = cls(n_iter=12, log_every=4, L=8, latent_dim=3, random_state=0)
+    assert not det.uses_hand_gradients() and det.stack_member_params() == ()
+    X = np.random.default_rng(0).random((64, 6)).astype(np.float32)
+    det.fit(X)
+    assert len(det.history_["mu_sq"]) == 4 and np.isfinite(det.anomaly_score(X)).all()
+    nets = det.build_networks(6, [0])
+    x = torch.from_numpy(X[None, :16])
+    lat = det.sample_latents(nets, x, torch.zeros(1, 16, 6))
+    mine, terms = det.step2_losses(nets, x, lat)
+    base, _ = registry.entry("advae").cls.step2_losses(det, nets, x, lat)
+    torch.testing.assert_close(mine - base, det.weight * terms["mu_sq"])

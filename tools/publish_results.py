@@ -3,8 +3,8 @@
 reproduction report, the metric tables, CPU by method, runs.csv, the config that made them, and a
 PROVENANCE.md (commits, library versions, machine, run counts, CPU) into a folder that is committed.
 
-    python tools/publish_results.py --results results/adbench --config configs/adbench.toml \
-        --out results/published/adbench
+    python tools/publish_results.py --results runs/adbench --config configs/adbench.toml \
+        --out results/adbench-leaderboard
 
 The report is (re)built from the store first (`run_bench.py report`); nothing is recomputed and no
 test label is read beyond what the report itself computes. The destination is replaced whole.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.reporting import outputs, outputs  # noqa: E402, runtable
-from bench.execution import progress, runner
+from bench.execution import progress  # noqa: E402
+from bench.reporting import outputs, runtable  # noqa: E402
 
 #: What is copied from the store's folder (never runs.sqlite, the raw scores).
 PARTS = ("leaderboard", "compare", "tables", "runs.csv", "order.json")

@@ -97,7 +97,7 @@ def _written_parts(out: Path, written: list[Path]) -> str:
 
 def _cmd_report(a) -> int:
     from bench.execution import config
-    from bench.reporting import outputs, runtable
+    from bench.reporting import outputs
 
     order = config.load(a.config) if a.config else None
     published = None if a.published.lower() == "none" else a.published
@@ -115,7 +115,7 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_compare(a) -> int:
-    from bench.reporting import compare, outputs, runtable
+    from bench.reporting import compare, runtable
 
     pub = compare.load_published(a.published)
     runs = runtable.load_runs(a.results, policy="paper", alpha=pub.meta.get("alpha"))
@@ -132,7 +132,7 @@ def _cmd_compare(a) -> int:
 
 
 def _cmd_leaderboard(a) -> int:
-    from bench.reporting import leaderboard, outputs, runtable
+    from bench.reporting import leaderboard, runtable
 
     dirs = a.results or [str(RUNS_DIR / "paper")]
     if a.out:
@@ -167,7 +167,7 @@ def _cmd_leaderboard(a) -> int:
 
 
 def _cmd_show(a) -> int:
-    from bench.reporting import outputs, runtable, show
+    from bench.reporting import runtable, show
 
     runs = runtable.load_runs(a.results, a.threshold, a.alpha,
                              with_blobs=a.threshold is not None or a.alpha is not None)

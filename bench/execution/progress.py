@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.execution.plan import Task, EXECUTIONS, _signature, cost_units
+from bench.execution.plan import EXECUTIONS, Task, _signature
 
 
 class WorkProgress:

@@ -115,8 +115,8 @@ def build_report(out_dir, policy: str | None = None, alpha: float | None = None,
 def _write_timings(out_dir: Path) -> list[Path]:
     """``tables/cpu-by-method.{csv,md}``: CPU and wall seconds of every group that wrote this store,
     by method (bench.execution.progress.execution_summary); nothing without an execution log."""
-    from bench.reporting import figures, tables
     from bench.execution.progress import execution_summary
+    from bench.reporting import tables
 
     t = execution_summary(out_dir)
     if t.empty:

@@ -3,8 +3,9 @@
 - ``__init__`` stores parameters and does nothing else (scikit-learn discipline: ``get_params``,
   ``set_params`` and ``clone`` come from ``BaseEstimator``).
 - ``fit(X_train) -> self``; anything learned ends with ``_``.
-- ``anomaly_score(X) -> (n,) float array``: HIGHER = MORE ANOMALOUS. scikit-learn's
-  ``score_samples``/``decision_function`` mean the opposite; each adapter converts once.
+- ``anomaly_score(X) -> (n,) float array``: HIGHER = MORE ANOMALOUS. It is PyOD's
+  ``decision_function``; scikit-learn's ``score_samples``/``decision_function`` mean the opposite, so
+  the contract names the sign instead of borrowing either name; each adapter converts once.
 - Methods with randomness take ``random_state`` (an int); the runner sets it from the run's seed.
 - Optional, for the run record: ``history_`` (training telemetry, a dict of equal-length lists with an
   ``"iteration"`` key and one key per loss term), ``device_`` (``"cpu"``, ``"cuda"``...),
@@ -27,7 +28,9 @@
   ``"reconstruction"`` (kde at alpha, as the paper for AE, VAE, DAGMM and adVAE) or ``"pyod"``
   (default: PyOD's training-score percentile at the contamination rate). A new method chooses.
 - ``parameter_constraints``: which values each parameter takes (bench.contract.params), with relations between
-  parameters in ``_check_combinations``. ``validate_params`` checks both; the registry calls it for
+  parameters in ``_check_combinations``: scikit-learn's ``_parameter_constraints`` in structure, under
+  a public name because its values are this suite's constraint types, which scikit-learn's own
+  validator does not read. ``validate_params`` checks both; the registry calls it for
   every spec before the first fit, and ``fit_group`` calls it again for direct use.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deep baselines on adVAE's backbone: AE, VAE, GAN, WGAN-GP, DAGMM (methods/ae.py ... dagmm.py).
+"""Deep baselines on adVAE's backbone: AE, VAE, GAN, WGAN-GP, DAGMM (methods/ae.py ... methods/dagmm/).
 
 Planted outliers, score sign, determinism, stacked fit == solo fit (bit for bit), divergence handling,
 the gradient penalty, and DAGMM's guarded energy."""

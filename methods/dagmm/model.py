@@ -33,6 +33,13 @@ gradient, so a failed attempt cannot leak NaN into training. log|2 pi Sigma_k| a
 come from the Cholesky factor, never from an explicit inverse or determinant. Norms are floored at
 _NORM_FLOOR so that an all-zero row (or reconstruction) gives finite z_r; phi_k is floored before its log.
 
+Gradients: the model trains through autograd over these definitions (``DAGMM.features`` =
+``compression_features``, ``DAGMM.mixture_terms`` = the mixture, its guarded factor, the mean energy and
+the diagonal penalty). The same two functions as fused autograd nodes with written-out backward passes
+are an optional accelerator registered beside this file (``gradients.py``, "hand"), checked against
+these helpers: ``gradients="auto"`` (the default) uses it while the definitions are these,
+``"autograd"`` trains through them (the same model, other rounding).
+
 Schedule: Adam, lr 1e-3, batch 128, 20000 iterations (one iteration = one Adam step on one mini-batch),
 adVAE's settings as the paper's comparison shares them. Zong et al. tune epochs, batch (128 or 1024)
 and lr (1e-4) per dataset; those choices do not transfer to these datasets.
@@ -44,13 +51,11 @@ import math
 import torch
 from torch import nn
 
+from bench.contract.params import Interval, Options
 from bench.contract.registry import register
-from methods.ae import squared_error
-from engine.backbone import Encoder, Generator, StackedLinear
-from engine.invariant import bmm
-from bench.contract.params import Interval
-from engine.backbone import TRAINING_CONSTRAINTS
+from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, StackedLinear
 from engine.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
+from methods.ae import squared_error
 
 #: Smallest norm used in a denominator (inputs are MinMax-scaled; 1e-6 of a feature's range).
 _NORM_FLOOR = 1e-6
@@ -58,6 +63,11 @@ _NORM_FLOOR = 1e-6
 _PHI_FLOOR = 1e-12
 #: Jitter attempts: cov_eps * 10^j for j < _JITTER_STEPS, then the diagonal fallback.
 _JITTER_STEPS = 8
+#: What an accelerator computes (and differentiates) in place of autograd; a subclass that overrides
+#: one trains through autograd.
+DEFINITIONS = ("features", "mixture_terms")
+#: Values of the ``gradients`` parameter.
+GRADIENTS = ("auto", "hand", "autograd")
 
 
 class EstimationNet(nn.Module):
@@ -85,38 +95,6 @@ def compression_features(x: torch.Tensor, x_r: torch.Tensor, z_c: torch.Tensor) 
     rel = dist / x_norm
     cos = (x * x_r).sum(dim=-1) / (x_norm * xr_norm)
     return torch.cat([z_c, rel.unsqueeze(-1), cos.unsqueeze(-1)], dim=-1)
-
-
-class CompressionFeatures(torch.autograd.Function):
-    """``compression_features`` as one autograd node (same forward, the same function's gradient
-    written out): about fifteen tiny operations per mini-batch whose autograd bookkeeping costs more
-    than their arithmetic. x is data (no gradient); gradients flow to x_r and z_c.
-    With dist = sqrt(max(||x - x_r||^2, f^2)), n_r = max(||x_r||, f) (f = _NORM_FLOOR):
-        d rel / d x_r = (x_r - x) / (||x|| dist)  where ||x - x_r||^2 >= f^2, else 0
-        d cos / d x_r = x / (||x|| n_r) - cos x_r / n_r^2 (the second term where ||x_r|| >= f)."""
-
-    @staticmethod
-    def forward(ctx, x, x_r, z_c):
-        z = compression_features(x, x_r, z_c)
-        ctx.save_for_backward(x, x_r, z)
-        return z
-
-    @staticmethod
-    def backward(ctx, g):
-        x, x_r, z = ctx.saved_tensors
-        k = z.shape[-1] - 2
-        x_norm = x.norm(dim=-1).clamp_min(_NORM_FLOOR).unsqueeze(-1)
-        raw_r = x_r.norm(dim=-1, keepdim=True)
-        xr_norm = raw_r.clamp_min(_NORM_FLOOR)
-        diff = x_r - x
-        sq = (diff ** 2).sum(dim=-1, keepdim=True)
-        dist = torch.sqrt(sq.clamp_min(_NORM_FLOOR ** 2))
-        g_rel = g[..., k:k + 1] * (sq >= _NORM_FLOOR ** 2).to(g.dtype) / (x_norm * dist)
-        g_cos = g[..., k + 1:k + 2]
-        cos = z[..., k + 1:k + 2]
-        g_xr = (g_rel * diff + g_cos * (x / (x_norm * xr_norm))
-                - (g_cos * cos * (raw_r >= _NORM_FLOOR).to(g.dtype) / xr_norm ** 2) * x_r)
-        return None, g_xr, g[..., :k]
 
 
 def mixture_from_memberships(z: torch.Tensor, gamma: torch.Tensor):
@@ -189,106 +167,6 @@ def energy(z: torch.Tensor, phi: torch.Tensor, mu: torch.Tensor, chol: torch.Ten
     return -torch.logsumexp(log_terms, dim=-1)
 
 
-def _diagonal_blocks(big: torch.Tensor, K: int, m: int) -> torch.Tensor:
-    """The K diagonal (m, m) blocks of (S, K m, K m) matrices -> (S, K, m, m), contiguous."""
-    S = big.shape[0]
-    return big.view(S, K, m, K, m).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2).contiguous()
-
-
-def _block_diagonal(blocks: torch.Tensor) -> torch.Tensor:
-    """(S, K, m, m) -> the (S, K m, K m) block-diagonal matrices with those blocks."""
-    S, K, m, _ = blocks.shape
-    out = blocks.new_zeros(S, K, m, K, m)
-    out.diagonal(dim1=1, dim2=3).copy_(blocks.permute(0, 2, 3, 1))
-    return out.view(S, K * m, K * m)
-
-
-class MixtureEnergy(torch.autograd.Function):
-    """The mixture part of a stack's training objective as ONE autograd node:
-    z (S, N, m), gamma (S, N, K) -> (e (S,), cov_diag (S,)) with
-        e = mean_i E(z_i) under phi, mu, Sigma = mixture_from_memberships(z, gamma) and the factor
-            guarded_cholesky(Sigma, eps)   (the sample energy, ``energy(...).mean(1)``),
-        cov_diag = sum_k sum_j 1 / (Sigma_kjj + cov_eps).
-    The same function as composing those helpers under autograd, with the backward pass written out
-    (below). Why: composed, these are about a hundred tiny operations per mini-batch (K covariances of
-    m x m, their factors, the per-row Mahalanobis terms) whose cost is per-operation overhead, not
-    arithmetic (profile in README "Speed"). Here all K components go through each operation at once,
-    and the per-component matrix products run as ONE product per member with block-diagonal
-    matrices (S products of (K m)-wide matrices instead of S K products of m-wide ones: more
-    arithmetic, far fewer calls). Every operation is stack-size invariant (engine/invariant.py:
-    elementwise, reductions inside a member, ``bmm``, batched LAPACK).
-
-    The Mahalanobis terms use the precision A_k^-1 (``cholesky_inverse`` of the guarded factor):
-    W_ik = A_k^-1 d_ik, maha_ik = d_ik . W_ik, d_ik = z_i - mu_k, A_k = the factorised matrix.
-    Backward, with q_ik = (g_e / N) r_ik (r = the rows' responsibilities, softmax over k of the
-    log-terms):
-        dL/dd_ik = q_ik W_ik,   dL/dA_k = 1/2 (sum_i q_ik) A_k^-1 - 1/2 sum_i q_ik W_ik W_ik^T,
-        dL/dphi_k = -(sum_i q_ik) / phi_k (0 under the floor),  dL/dSigma_kjj += -g_c / (Sigma_kjj + eps)^2,
-    then through Sigma = (gamma * d)^T d / n_k, mu = gamma^T z / n_k, phi = n_k / N, n_k = sum_i gamma_ik
-    as autograd would (a matrix on the diagonal fallback passes only its diagonal's gradient).
-    ``tests/test_deep_baselines.py`` checks values and gradients against the composed helpers."""
-
-    @staticmethod
-    def forward(ctx, z, gamma, eps: float, cov_eps: float):
-        S, N, m = z.shape
-        K = gamma.shape[-1]
-        n_k = gamma.sum(dim=1)  # (S, K)
-        denom = n_k.clamp_min(torch.finfo(z.dtype).tiny)
-        phi = n_k / N
-        mu = bmm(gamma.transpose(1, 2), z) / denom.unsqueeze(-1)  # (S, K, m)
-        D = z.unsqueeze(2) - mu.unsqueeze(1)  # (S, N, K, m): d_ik
-        Dw = (D * gamma.unsqueeze(-1)).view(S, N, K * m)  # gamma_ik d_ik
-        sigma = _diagonal_blocks(bmm(Dw.transpose(1, 2), D.view(S, N, K * m)), K, m)
-        sigma = sigma / denom[..., None, None]  # (S, K, m, m)
-        eye = torch.eye(m, dtype=z.dtype, device=z.device)
-        chol, info = torch.linalg.cholesky_ex(sigma + eps * eye)  # the guard's first attempt
-        fallback = None
-        if not bool(((info == 0) & torch.isfinite(chol).all(dim=-1).all(dim=-1)).all()):
-            jitter, fallback = _pick_jitter(sigma, eps)
-            chol = torch.linalg.cholesky_ex(_guard_target(sigma, jitter, fallback))[0]
-        prec = torch.cholesky_inverse(chol)  # (S, K, m, m)
-        W = bmm(D.view(S, N, K * m), _block_diagonal(prec)).view(S, N, K, m)  # A_k^-1 d_ik
-        maha = (W * D).sum(dim=-1)  # (S, N, K)
-        log_det = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(dim=-1)  # (S, K)
-        log_norm = 0.5 * (log_det + m * math.log(2.0 * math.pi))
-        log_terms = (torch.log(phi.clamp_min(_PHI_FLOOR)).unsqueeze(1) - 0.5 * maha
-                     - log_norm.unsqueeze(1))  # (S, N, K)
-        lse = torch.logsumexp(log_terms, dim=-1)  # (S, N)
-        e = -lse.mean(dim=1)
-        s_diag = sigma.diagonal(dim1=-2, dim2=-1)  # (S, K, m)
-        cov_diag = (1.0 / (s_diag + cov_eps)).sum(dim=(-2, -1))
-        ctx.save_for_backward(z, gamma, n_k, denom, phi, mu, D, sigma, prec, W, log_terms, lse)
-        ctx.fallback, ctx.cov_eps = fallback, cov_eps
-        return e, cov_diag
-
-    @staticmethod
-    def backward(ctx, g_e, g_c):
-        z, gamma, n_k, denom, phi, mu, D, sigma, prec, W, log_terms, lse = ctx.saved_tensors
-        S, N, K, m = D.shape
-        q = torch.exp(log_terms - lse.unsqueeze(-1)) * (g_e / N)[:, None, None]  # (S, N, K)
-        Q = q.sum(dim=1)  # (S, K)
-        Wq = W * q.unsqueeze(-1)  # (S, N, K, m): dL/dd_ik through the energy
-        outer = _diagonal_blocks(bmm(Wq.view(S, N, K * m).transpose(1, 2), W.view(S, N, K * m)), K, m)
-        d_a = 0.5 * (Q[..., None, None] * prec - outer)  # dL/dA (S, K, m, m)
-        s_diag = sigma.diagonal(dim1=-2, dim2=-1)
-        if ctx.fallback is not None:  # where(fallback, diag_embed(clamp_min(diag, 0)), sigma)
-            kept = torch.diag_embed(d_a.diagonal(dim1=-2, dim2=-1) * (s_diag >= 0).to(d_a.dtype))
-            d_a = torch.where(ctx.fallback[..., None, None], kept, d_a)
-        pen = -g_c[:, None, None] / (s_diag + ctx.cov_eps) ** 2  # (S, K, m)
-        G = (d_a + torch.diag_embed(pen)) / denom[..., None, None]  # dL/d(Dw^T D), symmetric
-        d_denom = -(G * sigma).sum(dim=(-2, -1))  # (S, K)
-        GD = bmm(D.view(S, N, K * m), _block_diagonal(G)).view(S, N, K, m)  # G_k d_ik
-        d_D = Wq + 2.0 * gamma.unsqueeze(-1) * GD  # (S, N, K, m)
-        d_gamma = (GD * D).sum(dim=-1)  # (S, N, K): d_ik^T G_k d_ik
-        d_M = -d_D.sum(dim=1) / denom.unsqueeze(-1)  # dL/d(gamma^T z) (S, K, m)
-        d_denom = d_denom - (d_M * mu).sum(dim=-1)
-        d_gamma = d_gamma + bmm(z, d_M.transpose(1, 2))  # (S, N, K)
-        dz = d_D.sum(dim=2) + bmm(gamma, d_M)  # (S, N, m)
-        d_phi = -Q / phi * (phi >= _PHI_FLOOR).to(Q.dtype)
-        d_n = d_denom * (n_k >= torch.finfo(n_k.dtype).tiny).to(Q.dtype) + d_phi / N  # (S, K)
-        return dz, d_gamma + d_n.unsqueeze(1), None, None
-
-
 @register("dagmm")
 class DAGMM(StackedDeepDetector):
     """DAGMM (Zong et al., ICLR 2018): autoencoder on adVAE's backbone + estimation network + Gaussian
@@ -297,7 +175,9 @@ class DAGMM(StackedDeepDetector):
     Parameters: n_gmm (4 components), est_hidden (10), dropout (0.5), lambda_energy (0.1),
     lambda_cov_diag (0.005), cov_eps (1e-6, jitter added to every covariance), n_iter (20000),
     batch_size (128), lr (1e-3, Adam), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU
-    when present), random_state (init, batch order, dropout masks).
+    when present), random_state (init, batch order, dropout masks), gradients ("auto": the fused nodes
+    of gradients.py where the definitions are this class's, autograd where a subclass overrides one;
+    "hand"; "autograd").
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
@@ -316,13 +196,17 @@ class DAGMM(StackedDeepDetector):
                              "dropout": [Interval(float, 0, 1, closed="left")],
                              "lambda_energy": [Interval(float, 0, None)],
                              "lambda_cov_diag": [Interval(float, 0, None)],
-                             "cov_eps": [Interval(float, 0, None)]}
+                             "cov_eps": [Interval(float, 0, None)],
+                             "gradients": [Options(*GRADIENTS)]}
+
+    #: Registered accelerators, name -> class(det) with ``features`` and ``mixture_terms``.
+    accelerators: dict[str, type] = {}
 
     def __init__(self, n_gmm: int = 4, est_hidden: int = 10, dropout: float = 0.5,
                  lambda_energy: float = 0.1, lambda_cov_diag: float = 0.005, cov_eps: float = 1e-6,
                  n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
-                 random_state: int = 0):
+                 random_state: int = 0, gradients: str = "auto"):
         store_params(self, locals())
 
     def _build(self, shape, gens):
@@ -330,33 +214,84 @@ class DAGMM(StackedDeepDetector):
                               "est": EstimationNet(shape.k + 2, int(self.est_hidden), int(self.n_gmm),
                                                    gens)})
 
+    # ---- the definitions (plain torch; training differentiates them with autograd) -------------
     @staticmethod
-    def _represent(nets, x):
-        """x (S, B, d) -> (z (S, B, k+2), x' (S, B, d))."""
+    def features(x: torch.Tensor, x_r: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+        """z = [z_c, relative Euclidean distance, cosine similarity] (``compression_features``)."""
+        return compression_features(x, x_r, z_c)
+
+    def mixture_terms(self, z: torch.Tensor, gamma: torch.Tensor):
+        """The mixture part of the objective on a stack's mini-batch, z (S, N, m), gamma (S, N, K) ->
+        (mean_i E(z_i) (S,), sum_k sum_j 1 / (Sigma_kjj + cov_eps) (S,)), with phi, mu, Sigma from the
+        memberships and the guarded Cholesky factor of Sigma."""
+        eps = float(self.cov_eps)
+        phi, mu, sigma = mixture_from_memberships(z, gamma)
+        e = energy(z, phi, mu, guarded_cholesky(sigma, eps)).mean(dim=1)
+        return e, (1.0 / (sigma.diagonal(dim1=-2, dim2=-1) + eps)).sum(dim=(-2, -1))
+
+    def represent(self, nets, x, defs=None):
+        """x (S, B, d) -> (z (S, B, k+2), x' (S, B, d)); ``defs`` supplies ``features`` (default: this
+        detector's definition; in training, the accelerator's when one is used)."""
         z_c, _ = nets["E"](x)  # (S, B, k): mu head only
         x_r = nets["G"](z_c)
-        if torch.is_grad_enabled():
-            return CompressionFeatures.apply(x, x_r, z_c), x_r
-        return compression_features(x, x_r, z_c), x_r
+        return (defs or self).features(x, x_r, z_c), x_r
+
+    def objective(self, nets, x, keep, defs=None):
+        """J = mean_i ||x_i - x'_i||^2 + lambda_energy mean_i E(z_i) + lambda_cov_diag sum 1 / Sigma_kjj
+        per member (S,), and its terms, on a mini-batch x (S, b, d) with dropout's keep mask (S, b,
+        hidden), already scaled by 1 / (1 - p). ``defs``: as in ``represent``."""
+        z, x_r = self.represent(nets, x, defs)
+        gamma = nets["est"](z, keep)  # (S, b, K)
+        e, cov_diag = (defs or self).mixture_terms(z, gamma)  # (S,)
+        recon = squared_error(x, x_r).mean(dim=1)  # (S,)
+        loss = recon + self.lambda_energy * e + self.lambda_cov_diag * cov_diag
+        return loss, {"loss": loss, "recon": recon, "energy": e, "cov_diag": cov_diag}
+
+    # ---- training -------------------------------------------------------------------------------
+    @classmethod
+    def accelerator(cls, name: str):
+        """Class decorator: register an accelerator that computes the definitions (and their
+        gradients)."""
+        def deco(acc):
+            cls.accelerators[name] = acc
+            return acc
+        return deco
+
+    def _overridden(self) -> list[str]:
+        return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(DAGMM, n)]
+
+    def paper_definitions(self) -> bool:
+        """Whether the definitions are this class's: then the accelerator computes them."""
+        return not self._overridden()
+
+    def uses_hand_gradients(self) -> bool:
+        return "hand" in self.accelerators and (
+            self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions()))
+
+    def _check_combinations(self) -> None:
+        if self.gradients == "hand" and not self.paper_definitions():
+            raise self._invalid(
+                f"gradients='hand' needs DAGMM's definitions, but {', '.join(self._overridden())} "
+                f"is overridden; use gradients='auto' or 'autograd'")
+        if self.gradients == "hand" and "hand" not in self.accelerators:
+            raise self._invalid("gradients='hand' needs methods/dagmm/gradients.py, which is not loaded")
 
     def _train(self, nets, X, seeds, log):
+        """One Adam step on J per mini-batch (``objective``), through the "hand" accelerator's fused
+        nodes when ``uses_hand_gradients()``, else through autograd over the definitions."""
         p = float(self.dropout)
         hidden = int(self.est_hidden)
+        defs = self.accelerators["hand"](self) if self.uses_hand_gradients() else self
 
         def loss_terms(x, noise):  # x (S, b, d)
-            z, x_r = self._represent(nets, x)
             keep = (rows(noise["u"], x.shape[1]) >= p).to(x.dtype) / (1.0 - p)  # (S, b, hidden)
-            gamma = nets["est"](z, keep)  # (S, b, K)
-            e, cov_diag = MixtureEnergy.apply(z, gamma, float(self.cov_eps), float(self.cov_eps))  # (S,)
-            recon = squared_error(x, x_r).mean(dim=1)  # (S,)
-            loss = recon + self.lambda_energy * e + self.lambda_cov_diag * cov_diag
-            return loss, {"loss": loss, "recon": recon, "energy": e, "cov_diag": cov_diag}
+            return self.objective(nets, x, keep, defs)
 
         self._descend(nets, X, seeds, log, loss_terms, noise={"u": ("uniform", hidden)})
 
     def _features(self, X: torch.Tensor) -> torch.Tensor:
         """Deterministic z of rows X (n, d) -> (n, k+2) float64 (eval mode: no dropout)."""
-        return chunked(lambda x: self._represent(self.networks_, x.unsqueeze(0))[0][0].double(), X,
+        return chunked(lambda x: self.represent(self.networks_, x.unsqueeze(0))[0][0].double(), X,
                        SCORE_CHUNK)
 
     def _after_fit(self, X):

@@ -151,7 +151,6 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
                  random_state: int = 0):
         store_params(self, locals())
 
-
     def _check_combinations(self) -> None:
         if self.generator_hinge and not self.transformer:
             raise self._invalid(
@@ -173,7 +172,6 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
         gradients are the gradients of this objective."""
         return not self._overridden()
 
-
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         nets = {"E": Encoder(shape, gens), "G": Generator(shape, gens)}
         if self.transformer:
@@ -183,7 +181,6 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
     def build_networks(self, d: int, seeds: list[int]) -> nn.ModuleDict:
         """Stacked E, G (and T), one member per seed, each initialised from its own generator."""
         return self._build(Shape(d, self.latent_size(d)), member_generators(seeds))
-
 
     # ---- the objectives, with autograd (the definition; also the logged values) -----------------
     def sample_latents(self, nets: nn.ModuleDict, x: torch.Tensor, eps: torch.Tensor) -> Latents:
@@ -256,7 +253,6 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
                                     gamma * hinge(m_z - kl_divergence(*E(x_Tr.detach()))))
         terms["L_E"] = L_E
         return L_E.mean(dim=1), {k: v.mean(dim=1) for k, v in terms.items()}
-
 
     # ---- scoring --------------------------------------------------------------------------------
     def _score(self, X: torch.Tensor) -> torch.Tensor:

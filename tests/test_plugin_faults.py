@@ -56,7 +56,7 @@ PLUGIN = textwrap.dedent('''
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """Write a plugin file; the registry and $ADVAE_BENCH_PLUGINS are restored afterwards."""
-    monkeypatch.delenv(registry.PLUGIN_ENV, raising=False)
+    monkeypatch.setenv(registry.PLUGIN_ENV, "")  # recorded, so the plugins a test loads leave with it
     registry._load_all()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_PLUGINS", {})

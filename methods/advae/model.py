@@ -33,17 +33,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from bench.contract.params import Interval, Options
+from bench.contract.params import Interval
 from bench.contract.registry import register
+from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, Shape, StackedLinear, member_generators
 from engine.stacked import StackedDeepDetector, l_sample_scores, store_params
 from methods.advae.training import AdVAETraining
 
 #: The definitions an accelerator computes the gradients of; a subclass that overrides one trains
-#: through autograd.
+#: through autograd (engine/accelerators.py).
 DEFINITIONS = ("sample_latents", "step1_losses", "step2_losses")
-#: Values of the ``gradients`` parameter.
-GRADIENTS = ("auto", "hand", "autograd")
 
 
 # ---- loss terms (per sample: (..., features or k) -> (...)) ---------------------------------------
@@ -141,7 +140,8 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
         "m_x": [Interval(float, 0, None)], "m_z": [Interval(float, 0, None)], "L": [Interval(int, 1, None)],
         "transformer": [bool], "encoder_hinge": [bool], "generator_hinge": [bool],
         "score_budget_mb": [Interval(float, 0, None, closed="neither")],
-        "gradients": [Options(*GRADIENTS)]}
+        "gradients": GRADIENTS_CONSTRAINT}
+    definitions = DEFINITIONS
 
     def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
                  m_x: float = 2.0, m_z: float = 40.0, n_iter: int = 20000, batch_size: int = 128,
@@ -152,25 +152,12 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
         store_params(self, locals())
 
     def _check_combinations(self) -> None:
+        super()._check_combinations()  # gradients="hand" needs these definitions and the accelerator
         if self.generator_hinge and not self.transformer:
             raise self._invalid(
                 "generator_hinge=True needs transformer=True (the generator hinge [m_x - MSE(x_r, x_Tr)]^+ "
                 "compares G(z) with G(z_T), and z_T comes from T); with transformer=false set "
                 "generator_hinge=false too (that is e-advae)")
-        if self.gradients == "hand" and not self.paper_definitions():
-            raise self._invalid(
-                f"gradients='hand' needs the paper's loss definitions, but "
-                f"{', '.join(self._overridden())} is overridden; use gradients='auto' or 'autograd'")
-        if self.gradients == "hand" and "hand" not in self.accelerators:
-            raise self._invalid("gradients='hand' needs methods/advae/gradients.py, which is not loaded")
-
-    def _overridden(self) -> list[str]:
-        return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(AdVAE, n)]
-
-    def paper_definitions(self) -> bool:
-        """Whether the three definitions are the paper's (this class's): then an accelerator's
-        gradients are the gradients of this objective."""
-        return not self._overridden()
 
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         nets = {"E": Encoder(shape, gens), "G": Generator(shape, gens)}

@@ -11,18 +11,17 @@ import torch
 from torch import nn
 
 from bench.execution.telemetry import LossLog
+from engine.accelerators import Accelerated
 from engine.invariant import StackAdam
 from engine.members import PerMember
 from engine.stacked import Feed, all_diverged, rows
 
 
-class AdVAETraining:
+class AdVAETraining(Accelerated):
     """Mixin of ``AdVAE``: the training loop, the accelerators, the stacking hooks (the runner's
     ``stack_member_params`` and ``stack_signature``) and the per-member parameters the definitions read
     (``_per_member``)."""
 
-    #: Registered accelerators, name -> class(det) with ``iteration(nets, opt_GT, opt_E)``.
-    accelerators: dict[str, type] = {}
 
     #: Settings that train together in one stack (a sweep, the adVAE family of one dataset): the
     #: weights and margins as per-member vectors, the two hinge switches as per-member masks (they only
@@ -65,18 +64,6 @@ class AdVAETraining:
         return out
 
     # ---- Algorithm 1 ----------------------------------------------------------------------------
-    @classmethod
-    def accelerator(cls, name: str):
-        """Class decorator: register an accelerator that computes the definitions' gradients."""
-        def deco(acc):
-            cls.accelerators[name] = acc
-            return acc
-        return deco
-
-    def uses_hand_gradients(self) -> bool:
-        return "hand" in self.accelerators and (
-            self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions()))
-
     def build_optimizers(self, nets: nn.ModuleDict) -> tuple[StackAdam, StackAdam]:
         """Algorithm 1's two Adam optimizers: G and T (step 1), E (step 2). Parameter order: G's then
         T's, E's (each in ``parameters()`` order), as the hand-written gradients come. The networks'

@@ -51,8 +51,9 @@ import math
 import torch
 from torch import nn
 
-from bench.contract.params import Interval, Options
+from bench.contract.params import Interval
 from bench.contract.registry import register
+from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT, Accelerated  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, StackedLinear
 from engine.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 from methods.ae import squared_error
@@ -66,8 +67,6 @@ _JITTER_STEPS = 8
 #: What an accelerator computes (and differentiates) in place of autograd; a subclass that overrides
 #: one trains through autograd.
 DEFINITIONS = ("features", "mixture_terms")
-#: Values of the ``gradients`` parameter.
-GRADIENTS = ("auto", "hand", "autograd")
 
 
 class EstimationNet(nn.Module):
@@ -168,7 +167,7 @@ def energy(z: torch.Tensor, phi: torch.Tensor, mu: torch.Tensor, chol: torch.Ten
 
 
 @register("dagmm")
-class DAGMM(StackedDeepDetector):
+class DAGMM(Accelerated, StackedDeepDetector):
     """DAGMM (Zong et al., ICLR 2018): autoencoder on adVAE's backbone + estimation network + Gaussian
     mixture; score = sample energy under the mixture fitted on the training rows.
 
@@ -197,10 +196,9 @@ class DAGMM(StackedDeepDetector):
                              "lambda_energy": [Interval(float, 0, None)],
                              "lambda_cov_diag": [Interval(float, 0, None)],
                              "cov_eps": [Interval(float, 0, None)],
-                             "gradients": [Options(*GRADIENTS)]}
-
-    #: Registered accelerators, name -> class(det) with ``features`` and ``mixture_terms``.
-    accelerators: dict[str, type] = {}
+                             "gradients": GRADIENTS_CONSTRAINT}
+    #: What an accelerator (``gradients.py``: "hand", with ``features`` and ``mixture_terms``) computes.
+    definitions = DEFINITIONS
 
     def __init__(self, n_gmm: int = 4, est_hidden: int = 10, dropout: float = 0.5,
                  lambda_energy: float = 0.1, lambda_cov_diag: float = 0.005, cov_eps: float = 1e-6,
@@ -248,34 +246,6 @@ class DAGMM(StackedDeepDetector):
         return loss, {"loss": loss, "recon": recon, "energy": e, "cov_diag": cov_diag}
 
     # ---- training -------------------------------------------------------------------------------
-    @classmethod
-    def accelerator(cls, name: str):
-        """Class decorator: register an accelerator that computes the definitions (and their
-        gradients)."""
-        def deco(acc):
-            cls.accelerators[name] = acc
-            return acc
-        return deco
-
-    def _overridden(self) -> list[str]:
-        return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(DAGMM, n)]
-
-    def paper_definitions(self) -> bool:
-        """Whether the definitions are this class's: then the accelerator computes them."""
-        return not self._overridden()
-
-    def uses_hand_gradients(self) -> bool:
-        return "hand" in self.accelerators and (
-            self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions()))
-
-    def _check_combinations(self) -> None:
-        if self.gradients == "hand" and not self.paper_definitions():
-            raise self._invalid(
-                f"gradients='hand' needs DAGMM's definitions, but {', '.join(self._overridden())} "
-                f"is overridden; use gradients='auto' or 'autograd'")
-        if self.gradients == "hand" and "hand" not in self.accelerators:
-            raise self._invalid("gradients='hand' needs methods/dagmm/gradients.py, which is not loaded")
-
     def _train(self, nets, X, seeds, log):
         """One Adam step on J per mini-batch (``objective``), through the "hand" accelerator's fused
         nodes when ``uses_hand_gradients()``, else through autograd over the definitions."""

@@ -41,9 +41,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.contract.params import Interval, Options
+from bench.contract.params import Interval
 from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
+from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT, Accelerated  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
 from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from engine.invariant import StackAdam
@@ -52,8 +53,6 @@ from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_
 #: What an accelerator computes the gradients of (the losses, and the ReLU networks whose closed-form
 #: penalty gradient it writes out); a subclass that overrides one trains through autograd.
 DEFINITIONS = ("critic_loss", "generator_loss", "_build")
-#: Values of the ``gradients`` parameter.
-GRADIENTS = ("auto", "hand", "autograd")
 
 #: Inside the square root of the gradient norm, so that its derivative stays finite at a zero gradient.
 _NORM_EPS = 1e-12
@@ -76,7 +75,7 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, u: torch.Te
 
 
 @register("wgan-gp")
-class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
+class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
     """WGAN-GP on adVAE's backbone (critic d -> h -> h -> 1, no output activations, gradient penalty 10,
     5 critic steps per generator step); score = -f(x).
 
@@ -103,10 +102,9 @@ class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
                              "beta1": [Interval(float, 0, 1, closed="left")],
                              "beta2": [Interval(float, 0, 1, closed="left")],
                              **score_constraints(generative=True),
-                             "gradients": [Options(*GRADIENTS)]}
-
-    #: Registered accelerators, name -> class(det) with ``iteration(nets, opt_g, opt_f)``.
-    accelerators: dict[str, type] = {}
+                             "gradients": GRADIENTS_CONSTRAINT}
+    #: What an accelerator (``gradients.py``: "hand", ``iteration(nets, opt_g, opt_f)``) computes.
+    definitions = DEFINITIONS
 
     def __init__(self, n_iter: int = 20000, n_critic: int = 5, gp_weight: float = 10.0,
                  batch_size: int = 128, lr: float = 1e-3, beta1: float = 0.5, beta2: float = 0.9,
@@ -135,33 +133,6 @@ class WGANGP(StackedDiscriminatorScores, StackedDeepDetector):
         return -f(G(z)).mean(dim=1)
 
     # ---- training (Algorithm 1) -----------------------------------------------------------------
-    @classmethod
-    def accelerator(cls, name: str):
-        """Class decorator: register an accelerator that computes the definitions' gradients."""
-        def deco(acc):
-            cls.accelerators[name] = acc
-            return acc
-        return deco
-
-    def _overridden(self) -> list[str]:
-        return [n for n in DEFINITIONS if getattr(type(self), n) is not getattr(WGANGP, n)]
-
-    def paper_definitions(self) -> bool:
-        """Whether the definitions are this class's: then the accelerator's gradients are theirs."""
-        return not self._overridden()
-
-    def uses_hand_gradients(self) -> bool:
-        return "hand" in self.accelerators and (
-            self.gradients == "hand" or (self.gradients == "auto" and self.paper_definitions()))
-
-    def _check_combinations(self) -> None:
-        if self.gradients == "hand" and not self.paper_definitions():
-            raise self._invalid(
-                f"gradients='hand' needs WGANGP's definitions, but {', '.join(self._overridden())} "
-                f"is overridden; use gradients='auto' or 'autograd'")
-        if self.gradients == "hand" and "hand" not in self.accelerators:
-            raise self._invalid("gradients='hand' needs methods/wgan_gp/gradients.py, which is not loaded")
-
     def _train(self, nets, X, seeds, log: LossLog):
         """Algorithm 1 for a stack: per iteration n_critic critic steps, then one generator step,
         through the "hand" accelerator when ``uses_hand_gradients()``, else through autograd. Both

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.execution import progress  # noqa: E402
+from bench.execution import config as experiment_config, progress  # noqa: E402
 from bench.reporting import outputs, runtable  # noqa: E402
 
 #: What is copied from the store's folder (never runs.sqlite, the raw scores).
@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     if not (results / "runs.sqlite").is_file():
         print(f"error: no store in {results} (runs.sqlite missing)", file=sys.stderr)
         return 2
+    if a.config:  # what `run` remembers beside the store, from this config (featured, baseline, order)
+        exp = experiment_config.load(a.config)
+        runtable.remember_order(results, exp.methods, exp.dataset_names, None, exp.name, exp.featured,
+                                exp.baseline)
     outputs.build_report(results, method_order=None, html=False)
     if out.exists():
         shutil.rmtree(out)

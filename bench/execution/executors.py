@@ -201,6 +201,11 @@ def _dask():
     return distributed
 
 
+#: glibc malloc settings for the worker processes of a LocalCluster (see DaskExecutor.start); for a
+#: cluster of your own, start its workers with these in the environment (docs/running.md).
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": 256 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+
+
 class DaskExecutor(Executor):
     """One group is one Dask task. With ``address``: an existing cluster (``dask scheduler`` and
     ``dask worker ADDRESS``); without: a ``LocalCluster`` of ``workers`` single-threaded worker
@@ -243,6 +248,14 @@ class DaskExecutor(Executor):
                 import dask
 
                 dask.config.set({"distributed.worker.profile.enabled": False})
+                # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes
+                # glibc's mmap threshold at 128 KiB: every larger tensor became an mmap/munmap pair
+                # with fresh zeroed pages (strace: ~400 pairs/s in a worker, none in a pool worker),
+                # 43 s of system time on `run --quick` against the pool's 12 s. A 32 MiB mmap
+                # threshold and a 256 MiB trim threshold bring the groups' CPU within 3 % of the
+                # pool's (76 s against 74 s, measured back to back, docs/performance.md). Allocation
+                # only: no result changes.
+                dask.config.set({"distributed.nanny.pre-spawn-environ": MALLOC_ENV})
                 with _sigint_ignored():  # Ctrl-C is the driver's to handle: it closes the cluster
                     self.cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1,
                                                             processes=True, dashboard_address=None,

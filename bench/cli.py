@@ -232,28 +232,6 @@ def _load_plugins(a) -> None:
         print(f"plugin {path}: {', '.join(names)}", file=sys.stderr)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:

@@ -250,12 +250,6 @@ def _listed(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-
-
-
-
-
-
 def _read(path: Path, seen: tuple = ()) -> dict:
     """The config's keys with its ``base`` chain merged in (the base's overrides first)."""
     if not path.is_file():

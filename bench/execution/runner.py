@@ -74,18 +74,6 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def environment() -> dict:
     import importlib.metadata as md
 
@@ -246,8 +234,6 @@ def _judge(tr, te, split, policy, alpha, family=None) -> dict:
 # Tasks, longest-first order, and the driver
 
 
-
-
 def run_task(task: Task, policy: str, alpha: float, env: dict, limit: float | None = None) -> dict:
     """Execute one task in a worker (or in the driver). Every executor runs it the same way: one BLAS
     thread (threadpoolctl) and one torch thread (execute_group), so scores do not depend on where it ran;
@@ -264,32 +250,6 @@ def run_task(task: Task, policy: str, alpha: float, env: dict, limit: float | No
     return {"records": records, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0, "started_at": started,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def run_experiment(exp: Experiment, out_dir, data_dir=None, workers: int = 1, force: bool = False,
@@ -393,5 +353,3 @@ def _put(store: Store, rec: dict) -> None:
         raise WorkError(f"{type(exc).__name__}: {exc}{where} while storing a run in {store.path}; the "
                         f"{store.puts} runs this invocation finished before it are stored there, the "
                         "others are not: run the same command again for the rest") from None
-
-

@@ -83,8 +83,6 @@ def _curve_points(y: np.ndarray, s: np.ndarray) -> dict:
             "ap": average_precision_score(y, s), "auc": roc_auc_score(y, s), "pos": y.mean()}
 
 
-
-
 N_BEST_OTHERS = 3
 
 

@@ -135,8 +135,6 @@ def _write_timings(out_dir: Path) -> list[Path]:
     return [csv, md]
 
 
-
-
 LEADERBOARD_METRICS = ("auc", "ap", "f1")
 
 

@@ -116,7 +116,6 @@ def _views(nets: nn.ModuleDict) -> _Views:
                   if "T" in nets else None)
 
 
-
 class Iteration(NamedTuple):
     """One mini-batch as the hand-written steps see it: x (S, b, d), its Latents, and the activations
     of the passes through E and T that step 2 and step 1 back-propagate through."""

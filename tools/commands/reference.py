@@ -18,7 +18,6 @@ from engine.backbone import Encoder, Generator, Shape, load_linear_state, member
 from engine.stacked import l_sample_scores
 
 
-
 def load_reference(encoder_path, decoder_path, device: str = "cpu") -> tuple[Encoder, Generator]:
     """The adVAE authors' released weights (state_dicts of their Encoder: fc1, fc2, fcmu, fclogvar, and
     Decoder: fc3, fc4, fcxmu) as an S = 1 (E, G) pair for ``stacked.l_sample_scores``."""

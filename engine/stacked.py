@@ -19,6 +19,7 @@ from bench.execution.telemetry import LossLog
 from engine.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
                               latent_size, mean_reconstruction_error, member_copy, member_generators,
                               pick_device)
+from engine.compiled import CompiledStep, compiled_function, compiler_missing
 from engine.invariant import StackAdam
 
 #: Rows per chunk when scoring a deterministic network (bounds memory only; scores do not depend on it).
@@ -206,6 +207,13 @@ class StackedDeepDetector(StackedFit, Detector):
               "sizes up to d = 97, PyOD's AutoEncoder/DeepSVDD widths [64, 32] beyond")
     parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}
 
+    def _check_combinations(self) -> None:
+        super()._check_combinations()
+        if getattr(self, "compile", False):  # a method with a compiled step (engine/compiled.py)
+            reason = compiler_missing()
+            if reason:
+                raise self._invalid(reason)
+
     # ---- subclass hooks ---------------------------------------------------------------------
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         """adVAE's encoder E and generator G (the AE and VAE networks); GANs and DAGMM override."""
@@ -279,11 +287,15 @@ class StackedDeepDetector(StackedFit, Detector):
         opt = StackAdam(nets.parameters(), lr=self.lr)
         opt.attach()
         n_iter = int(self.n_iter)
+        forward, update, shape = loss_terms, opt.step, None
+        if getattr(self, "compile", False):  # the loss and its backward, and the Adam step, compiled
+            forward, update = compiled_function(loss_terms), CompiledStep([opt], lambda p, g, u: u(0))
         for it, (x, eps) in enumerate(Feed(X, int(self.batch_size), n_iter, seeds, noise)):
-            objective, terms = loss_terms(x, eps)
+            shape = shape or x.shape
+            objective, terms = (forward if x.shape == shape else loss_terms)(x, eps)
             opt.zero_grad()
             objective.sum().backward()  # members are independent: the sum trains each on its own
-            opt.step()
+            update()
             log.record(it, force=it == n_iter - 1, **{k: v.detach() for k, v in terms.items()})
             if all_diverged(log):
                 break

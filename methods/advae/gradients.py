@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from engine.compiled import CompiledStep
 from engine.invariant import StackAdam, bmm, linear, one_wide, sigmoid_
 from engine.members import PerMember
 from methods.advae.model import AdVAE, Latents
@@ -36,19 +37,25 @@ class _Net:
     followed by ``act``, then linear heads (squashed by a Sigmoid for G). Same arithmetic as the module's
     forward. ``params`` is in the module's ``parameters()`` order."""
 
-    def __init__(self, module: nn.Module, trunk: list[str], heads: list[str], act: str,
-                 out_sigmoid: bool = False):
-        self.trunk = [(getattr(module, n).weight, getattr(module, n).bias) for n in trunk]
-        self.heads = [(getattr(module, n).weight, getattr(module, n).bias) for n in heads]
-        self.params = [t for layer in self.trunk + self.heads for t in layer]
+    def __init__(self, params: list[torch.Tensor], n_trunk: int, act: str, out_sigmoid: bool = False):
+        layers = list(zip(params[0::2], params[1::2]))
+        self.trunk, self.heads = layers[:n_trunk], layers[n_trunk:]
+        self.params = list(params)
         # transposed views, for the input gradients; they follow in-place updates of the weights
         self.trunk_WT = [W.mT for W, _ in self.trunk]
         self.heads_WT = [W.mT for W, _ in self.heads]
-        if [id(p) for p in self.params] != [id(p) for p in module.parameters()]:
-            raise RuntimeError(f"{type(module).__name__}: unexpected layers")
         self.act_, self.act_backward = ((torch.relu_, lambda g, h: _relu_backward(g, h, 0))
                                         if act == "relu" else (sigmoid_, _sigmoid_backward))
         self.out_sigmoid = out_sigmoid
+
+    @classmethod
+    def of(cls, module: nn.Module, trunk: list[str], heads: list[str], act: str,
+           out_sigmoid: bool = False) -> "_Net":
+        """The view of a module's layers ``trunk`` then ``heads`` (weight, bias each)."""
+        params = [t for n in trunk + heads for t in (getattr(module, n).weight, getattr(module, n).bias)]
+        if [id(p) for p in params] != [id(p) for p in module.parameters()]:
+            raise RuntimeError(f"{type(module).__name__}: unexpected layers")
+        return cls(params, len(trunk), act, out_sigmoid)
 
     def forward(self, x):
         """x (S, B, in) -> (outputs [(S, B, out) per head], activations [x, hidden 1, hidden 2])."""
@@ -110,10 +117,16 @@ class _Views(NamedTuple):
 def _views(nets: nn.ModuleDict) -> _Views:
     """The stacked modules as ``_Net`` views, sharing the modules' tensors (build them after the
     optimizers, which move the parameters into flat buffers)."""
-    return _Views(_Net(nets["E"], ["fc1", "fc2"], ["fcmu", "fclogvar"], "relu"),
-                  _Net(nets["G"], ["fc3", "fc4"], ["fcxmu"], "relu", out_sigmoid=True),
-                  _Net(nets["T"], ["fct1", "fct2"], ["fctmu", "fctlogvar"], "sigmoid")
+    return _Views(_Net.of(nets["E"], ["fc1", "fc2"], ["fcmu", "fclogvar"], "relu"),
+                  _Net.of(nets["G"], ["fc3", "fc4"], ["fcxmu"], "relu", out_sigmoid=True),
+                  _Net.of(nets["T"], ["fct1", "fct2"], ["fctmu", "fctlogvar"], "sigmoid")
                   if "T" in nets else None)
+
+
+def _views_of(GT: list[torch.Tensor], E: list[torch.Tensor], n_G: int) -> _Views:
+    """The same views over parameter tensors given in the optimizers' order (G's then T's, E's)."""
+    return _Views(_Net(E, 2, "relu"), _Net(GT[:n_G], 2, "relu", out_sigmoid=True),
+                  _Net(GT[n_G:], 2, "sigmoid") if len(GT) > n_G else None)
 
 
 class Iteration(NamedTuple):
@@ -300,5 +313,33 @@ class HandGradients:
             self._step2_gradients(v, it, opt_E.grads)
             opt_E.step()
             return terms
+
+        return iteration
+
+    def compiled_iteration(self, nets, opt_GT: StackAdam, opt_E: StackAdam):
+        """``iteration`` with the iterations that log nothing run as one compiled graph
+        (engine/compiled.py): the same gradients and Adam steps, fused. It is compiled for the first
+        mini-batch's shape; the logged iterations and a shorter last batch of an epoch run eagerly."""
+        eager = self.iteration(nets, opt_GT, opt_E)
+        n_G = len(list(nets["G"].parameters()))
+
+        def body(params, grads, update, x, eps):
+            v = _views_of(params[0], params[1], n_G)
+            it = self._begin(v, x, eps)
+            self._step1_gradients(v, it, grads[0])  # Algorithm 1, step 1: G and T
+            update(0)
+            self._step2_gradients(v, it, grads[1])  # step 2: E, with the updated G
+            update(1)
+
+        step = CompiledStep([opt_GT, opt_E], body)
+        shape: list = []
+
+        def iteration(x, eps, record: bool) -> dict:
+            if not shape:
+                shape.append(x.shape)
+            if record or x.shape != shape[0]:
+                return eager(x, eps, record)
+            step(x, eps)
+            return {}
 
         return iteration

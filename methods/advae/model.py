@@ -37,6 +37,7 @@ from bench.contract.params import Interval
 from bench.contract.registry import register
 from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, Shape, StackedLinear, member_generators
+from engine.compiled import COMPILE_CONSTRAINT
 from engine.stacked import StackedDeepDetector, l_sample_scores, store_params
 from methods.advae.training import AdVAETraining
 
@@ -125,7 +126,9 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
     log_every (telemetry period, iterations), score_budget_mb (memory bound of L-sample scoring, MiB),
     device ("auto" = GPU when present), gradients ("auto": the hand-written fast path where the loss
     definitions are the paper's, autograd where a subclass overrides one; "hand"; "autograd"),
-    random_state (weight init, batch order, z / z_T noise, scoring samples).
+    compile (False; True runs the hand-written path's iterations as one compiled graph each,
+    engine/compiled.py: faster, rounds differently from eager by a few ulp per step; the autograd
+    path is always eager; the experiment configs switch it on), random_state (weight init, batch order, z / z_T noise, scoring samples).
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
@@ -140,7 +143,7 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
         "m_x": [Interval(float, 0, None)], "m_z": [Interval(float, 0, None)], "L": [Interval(int, 1, None)],
         "transformer": [bool], "encoder_hinge": [bool], "generator_hinge": [bool],
         "score_budget_mb": [Interval(float, 0, None, closed="neither")],
-        "gradients": GRADIENTS_CONSTRAINT}
+        "gradients": GRADIENTS_CONSTRAINT, "compile": COMPILE_CONSTRAINT}
     definitions = DEFINITIONS
 
     def __init__(self, latent_dim: int | None = None, lambda_: float = 0.01, gamma: float = 0.001,
@@ -148,7 +151,7 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
                  lr: float = 1e-3, L: int = 1000, transformer: bool = True,
                  encoder_hinge: bool = True, generator_hinge: bool = True, log_every: int = 100,
                  score_budget_mb: float = 16, device: str = "auto", gradients: str = "auto",
-                 random_state: int = 0):
+                 compile: bool = False, random_state: int = 0):
         store_params(self, locals())
 
     def _check_combinations(self) -> None:

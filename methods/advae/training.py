@@ -76,7 +76,8 @@ class AdVAETraining(Accelerated):
 
     def train_stack(self, nets: nn.ModuleDict, X: torch.Tensor, seeds: list[int], log: LossLog) -> None:
         """Algorithm 1 for a stack of S members, X (S, n, d), through the "hand" accelerator when
-        ``uses_hand_gradients()``, else through autograd. Every ``log_every`` iterations (and at the
+        ``uses_hand_gradients()`` (compiled into one graph per iteration with ``compile``), else through
+        autograd (eager). Every ``log_every`` iterations (and at the
         last) every loss term is recorded per member; a non-finite value marks that member diverged
         (LossLog), and training stops once every member has."""
         opt_GT, opt_E = self.build_optimizers(nets)  # before the views: parameters move to flat buffers
@@ -84,8 +85,11 @@ class AdVAETraining(Accelerated):
         k = nets["E"].fcmu.weight.shape[2]
         feed = Feed(X, int(self.batch_size), n_iter, seeds,
                     noise={"eps": ("normal", (2 if "T" in nets else 1) * k)})
-        step = (self.accelerators["hand"](self).iteration if self.uses_hand_gradients()
-                else self._autograd_iteration)
+        if self.uses_hand_gradients():
+            hand = self.accelerators["hand"](self)
+            step = hand.compiled_iteration if self.compile else hand.iteration
+        else:  # autograd: eager, whatever ``compile`` says
+            step = self._autograd_iteration
         step = step(nets, opt_GT, opt_E)
         with self.members_in_training():
             members = self.term_members()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.compiled import CompiledStep
 from engine.invariant import StackAdam, bmm, linear, one_wide
 from engine.stacked import rows
 from methods.wgan_gp.model import _NORM_EPS, WGANGP, interpolates
@@ -133,6 +134,7 @@ class HandGradients:
 
     def __init__(self, det: WGANGP):
         self.gp_weight = float(det.gp_weight)
+        self.n_critic = int(det.n_critic)
 
     def iteration(self, nets: nn.ModuleDict, opt_g: StackAdam, opt_f: StackAdam):
         # after the optimizers: the layers are views of their flat buffers
@@ -154,3 +156,39 @@ class HandGradients:
             return terms, loss_g
 
         return step
+
+    def compiled_iteration(self, nets: nn.ModuleDict, opt_g: StackAdam, opt_f: StackAdam):
+        """``iteration`` as one compiled graph (engine/compiled.py): the n_critic critic steps and the
+        generator step with their Adam updates, fused. It is compiled for the first iteration's
+        batch sizes; an iteration that holds the short last batch of an epoch runs eagerly."""
+        eager = self.iteration(nets, opt_g, opt_f)
+        gp_weight = self.gp_weight
+
+        def pairs(params):
+            return list(zip(params[0::2], params[1::2]))
+
+        def body(params, grads, update, reals, zs, us, z_G):
+            g_layers, f_layers = pairs(params[0]), pairs(params[1])
+            sizes = [real.shape[1] for real in reals]
+            fakes = _mlp(g_layers, torch.cat([rows(z, b) for z, b in zip(zs, sizes)], dim=1))[0].split(sizes, dim=1)
+            terms = []
+            for real, fake, u, b in zip(reals, fakes, us, sizes):
+                terms.append(critic_step(f_layers, real, fake, rows(u, b), gp_weight, grads[1]))
+                update(1)
+            loss_g = generator_step(g_layers, f_layers, z_G, grads[0])
+            update(0)
+            return terms, loss_g
+
+        step = CompiledStep([opt_g, opt_f], body, updates=(1, self.n_critic))
+        first: list = []
+
+        def iteration(steps):
+            sizes = tuple(real.shape for real, _ in steps)
+            if not first:
+                first.append(sizes)
+            if sizes != first[0]:
+                return eager(steps)
+            return step(tuple(real for real, _ in steps), tuple(noise["z"] for _, noise in steps),
+                        tuple(noise["u"] for _, noise in steps), steps[-1][1]["z_G"])
+
+        return iteration

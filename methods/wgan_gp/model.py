@@ -46,6 +46,7 @@ from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
 from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT, Accelerated  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
+from engine.compiled import COMPILE_CONSTRAINT
 from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from engine.invariant import StackAdam
 from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
@@ -86,7 +87,8 @@ class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
     critic, 20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01):
     engine/discriminator_scores.py. gradients: "auto" (the hand-written accelerator, gradients.py,
     where the definitions are this class's; autograd where a subclass overrides one), "hand",
-    "autograd".
+    "autograd". compile (False; True runs the hand-written path's iterations as one compiled graph
+    each, engine/compiled.py; the autograd path is always eager).
     """
 
     # 3: training noise from the shared feeder engine/stacked.Feed (new random streams; issue 14)
@@ -102,7 +104,7 @@ class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
                              "beta1": [Interval(float, 0, 1, closed="left")],
                              "beta2": [Interval(float, 0, 1, closed="left")],
                              **score_constraints(generative=True),
-                             "gradients": GRADIENTS_CONSTRAINT}
+                             "gradients": GRADIENTS_CONSTRAINT, "compile": COMPILE_CONSTRAINT}
     #: What an accelerator (``gradients.py``: "hand", ``iteration(nets, opt_g, opt_f)``) computes.
     definitions = DEFINITIONS
 
@@ -111,7 +113,7 @@ class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
                  random_state: int = 0, score: str = "paper", n_snapshots: int = 20,
                  latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01,
-                 gradients: str = "auto"):
+                 gradients: str = "auto", compile: bool = False):
         store_params(self, locals())
 
     def _build(self, shape, gens):
@@ -149,8 +151,11 @@ class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
         plan = self._snapshot_plan(n_iter)
         feed = iter(Feed(X, int(self.batch_size), n_iter * n_critic, seeds,
                          noise={"z": ("normal", k), "u": ("uniform", 1), "z_G": ("normal", k)}))
-        step = (self.accelerators["hand"](self).iteration if self.uses_hand_gradients()
-                else self._autograd_iteration)
+        if self.uses_hand_gradients():
+            hand = self.accelerators["hand"](self)
+            step = hand.compiled_iteration if self.compile else hand.iteration
+        else:  # autograd: eager, whatever ``compile`` says
+            step = self._autograd_iteration
         step = step(nets, opt_g, opt_f)
         for it in range(n_iter):
             terms, loss_g = step([next(feed) for _ in range(n_critic)])  # [(real (S, b, d), noise)]

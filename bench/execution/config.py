@@ -8,6 +8,8 @@
     label_col = "target"               # label column of own .csv files (default: y or label)
     contamination = [0, 0.01, 0.02]    # optional: contaminated training sets (protocol "+adasyn=")
     time_limit = 1800                  # optional: seconds a run may take (fit + scoring), else "timeout"
+    compile = true                     # optional: compiled training steps for methods with a `compile`
+                                       # parameter (a spec or override that sets it wins; not with --quick)
     featured = ["@advae"]              # optional: methods the curve figures draw strong (names, @families)
     baseline = "advae"                 # optional: the leaderboard's default baseline
     methods = ["@backbone", "mo-gaal", "ocsvm[nu=0.05]", "pyod:COPOD"]   # spec strings and @families
@@ -136,6 +138,7 @@ class Experiment:
     families: dict = field(default_factory=dict)  # family name -> its method specs, @families expanded
     featured: tuple[str, ...] = field(default=())  # method names the curve figures draw strong
     baseline: str | None = None  # the leaderboard's default baseline spec
+    compile: bool = False  # compile= of every method that has the parameter (unless a spec/override says)
 
     @property
     def dataset_names(self) -> tuple[str, ...]:
@@ -150,7 +153,7 @@ class Experiment:
         return out
 
     def restrict(self, methods=None, datasets=None, seeds=None, protocol=None, sweeps=None,
-                 contamination=None, label_col=None, time_limit=None) -> "Experiment":
+                 contamination=None, label_col=None, time_limit=None, compile=None) -> "Experiment":
         """The experiment with command-line choices applied. Sweeps given here replace the config's
         and add their specs to ``methods`` (to the config's methods unless ``methods`` is given)."""
         base_methods = (tuple(expand_families(methods, self.families, "--methods")) if methods is not None
@@ -170,7 +173,8 @@ class Experiment:
                       contamination=tuple(contamination) if contamination is not None
                       else self.contamination,
                       label_col=label_col if label_col is not None else self.label_col,
-                      time_limit=time_limit if time_limit is not None else self.time_limit)
+                      time_limit=time_limit if time_limit is not None else self.time_limit,
+                      compile=compile if compile is not None else self.compile)
         exp.validate(datasets_given=datasets is not None)
         return exp
 
@@ -371,6 +375,7 @@ def load(path: str | Path) -> Experiment:
         featured=tuple(expand_families(_listed(raw.get("featured", [])), families,
                                        f"config {raw['_origin'].get('featured', path)}", "featured", names=True)),
         baseline=raw.get("baseline"),
+        compile=raw.get("compile", False),
     )
     exp.validate()
     return exp

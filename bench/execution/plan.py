@@ -9,6 +9,7 @@ the spec as written; grouping is not in the key (bench/execution/runner.py says 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
             extra = exp.params_for(name, ds.name)
             if quick and not name.startswith("pyod:"):
                 extra = {**registry.entry(name).cls.quick_params, **extra}
+            elif exp.compile and "compile" in _init_params(name):  # the config's switch; specs win
+                extra = {"compile": True, **extra}
             det, name, params = registry.build(spec, extra)
             version = getattr(type(det), "version", "1")
             code = method_digest(type(det))  # the method's file and the files it imports
@@ -85,6 +88,14 @@ def expand(exp: Experiment, data_dir=None, quick: bool = False) -> list[Run]:
                 runs.append(Run(key, canonical, name, pj, ds.name, ds.sha256, protocol, int(seed),
                                 source, ds.info.get("label_col")))
     return runs
+
+
+def _init_params(name: str) -> set[str]:
+    """The constructor parameters of a registered method (none known: an empty set)."""
+    try:
+        return set(inspect.signature(registry.entry(name).cls.__init__).parameters)
+    except (TypeError, ValueError, AttributeError):
+        return set()
 
 
 def check_datasets(runs: list[Run], store: Store) -> list[str]:

@@ -58,6 +58,7 @@ SCHEMA = {
                             "a list of numbers in [0, 1]")],
     "label_col": [str],
     "time_limit": [Interval(float, 0, None, closed="neither")],
+    "compile": [bool],
     "families": [Check(lambda v: isinstance(v, dict),
                        'a table of families, e.g. [families] advae = ["advae", "e-advae", "g-advae"]')],
     "featured": [str, _text_list("method names or @families")],

@@ -6,6 +6,10 @@ thread at a fixed small n_iter, and their ratio (target: at most 2). With --prof
 operators of each stack by self CPU time (torch.profiler), to see where the time goes.
 
     python tools/sweep_stack.py [--datasets cardio,optdigits] [--n-iter 300] [--repeats 3] [--profile]
+                                [--compile]
+
+With --compile, the compiled training step (engine/compiled.py), timed over its calls after the first
+(the first traces the graph and loads it from inductor's cache, which a warm-up fit filled).
 
 Numbers depend on the machine and its load: the machine line is printed with them.
 """
@@ -26,6 +30,7 @@ from bench.execution import config  # noqa: E402
 from bench.evaluation import data
 from bench.evaluation.data import REPO_ROOT  # noqa: E402
 from bench.evaluation.protocols import make_split  # noqa: E402
+from engine import compiled  # noqa: E402
 from methods.advae import AdVAE  # noqa: E402
 
 M_X = (0.5, 1.0, 1.5, 2.0, 2.5)  # the paper's Figure 9 (d) values
@@ -46,19 +51,27 @@ def machine() -> str:
             f"{' '.join(f'{x:.2f}' for x in load)}")
 
 
+COMPILE = False
+
+
 def stack(params: dict, n_iter: int, settings) -> list[AdVAE]:
-    return [AdVAE(**{**params, **s}, n_iter=n_iter, L=10, random_state=seed)
+    return [AdVAE(**{**params, **s}, n_iter=n_iter, L=10, random_state=seed, compile=COMPILE)
             for s in settings for seed in range(5)]
 
 
 def timed(dets, X) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one fit_group."""
+    """(wall seconds, CPU seconds of this process) of one fit_group; compiled: of its n_iter
+    iterations at the steady state's rate."""
     t0, c0 = time.perf_counter(), time.process_time()
     out = AdVAE.fit_group(dets, [X] * len(dets))
     seconds = (time.perf_counter() - t0, time.process_time() - c0)
     bad = [o for o in out if isinstance(o, Exception)]
     if bad:
         raise SystemExit(f"a member failed: {bad[0]}")
+    if COMPILE:
+        step = compiled.last_step()
+        n = int(dets[0].n_iter)
+        seconds = (step.wall / (step.calls - 1) * n, step.cpu / (step.calls - 1) * n)
     return seconds
 
 
@@ -68,11 +81,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-iter", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     p.add_argument("--profile", action="store_true", help="print the top operators of each stack")
+    p.add_argument("--compile", action="store_true", help="time the compiled training step")
     a = p.parse_args(argv)
+    global COMPILE
+    COMPILE = a.compile
     torch.set_num_threads(1)  # as the runner gives each group
     exp = config.load(REPO_ROOT / "configs" / "paper.toml")
     print(machine())
-    print(f"n_iter = {a.n_iter}, best of {a.repeats}; 25 members = m_x in {list(M_X)} x seeds 0-4")
+    print(f"{'compiled' if COMPILE else 'eager'} training step; n_iter = {a.n_iter}, best of {a.repeats}; 25 members = m_x in {list(M_X)} x seeds 0-4")
     print("wall s and CPU s (this process; less sensitive to a shared machine's load) of one fit_group")
     print(f"{'dataset':10s} {'5 seeds s':>10s} {'25 members s':>13s} {'ratio':>6s} {'CPU 5 s':>8s} "
           f"{'CPU 25 s':>9s} {'CPU ratio':>9s} {'CPU ms/it (5, 25)':>18s}")
@@ -80,6 +96,9 @@ def main(argv=None) -> int:
         split = make_split(data.load(name), "paper")
         params = exp.params_for("advae", name)
         AdVAE(**params, n_iter=20, L=10).fit(split.X_train)  # warm-up: one-time costs not counted
+        if COMPILE:  # fill inductor's cache for both shapes
+            timed(stack(params, 20, [{}]), split.X_train)
+            timed(stack(params, 20, [{"m_x": v} for v in M_X]), split.X_train)
         five = stack(params, a.n_iter, [{}])
         sweep = stack(params, a.n_iter, [{"m_x": v} for v in M_X])
         r5 = [timed(stack(params, a.n_iter, [{}]), split.X_train) for _ in range(a.repeats)]

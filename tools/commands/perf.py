@@ -37,15 +37,18 @@ from bench.evaluation import data
 from bench.evaluation.data import REPO_ROOT
 from bench.evaluation.protocols import make_split
 from bench.contract.registry import build, entry, register_command
+from engine import compiled as engine_compiled
 
 PAPER_CONFIG = REPO_ROOT / "configs" / "paper.toml"
 #: Every deep method perf knows how to time (mo-gaal: solo only, it has no seed stacks).
 DEEP_METHODS = ("advae", "e-advae", "g-advae", "ae", "vae", "gan", "wgan-gp", "dagmm", "mo-gaal")
 ADVAE_FAMILY = ("advae", "e-advae", "g-advae")
 WARMUP_ITERATIONS = 10
-COLUMNS = ["dataset", "method", "gradients", "d", "group_size", "n_iter", "ms_per_iteration",
+COLUMNS = ["dataset", "method", "gradients", "compiled", "d", "group_size", "n_iter", "ms_per_iteration",
            "cpu_ms_per_iteration", "cpu_ms_per_member", "gflop_per_iteration", "gflops",
-           "pct_of_peak", "score_test_s"]
+           "pct_of_peak", "setup_s", "score_test_s"]
+#: Methods with a compiled training step (a ``compile`` parameter, engine/compiled.py).
+COMPILED_METHODS = ("advae", "e-advae", "g-advae", "wgan-gp")
 
 
 def dense_flops(layers: list[tuple[int, int]], rows: int, input_grad_first: bool = False) -> int:
@@ -115,8 +118,10 @@ def machine_line(peak: float) -> str:
             f"float32 matmul peak {peak:.1f} GFLOP/s, load average {load} (1/5/15 min)")
 
 
-def _detectors(method: str, params: dict, S: int, n_iter: int, gradients: str):
+def _detectors(method: str, params: dict, S: int, n_iter: int, gradients: str, compiled: bool = False):
     extra = {"gradients": gradients} if method in ADVAE_FAMILY else {}
+    if compiled:
+        extra["compile"] = True
     if method == "mo-gaal":  # its budget is epochs; n_iter iterations are n_iter // batches epochs
         return [build(method, {**params, **extra, "random_state": s, "device": "cpu"})[0] for s in range(S)]
     return [build(method, {**params, **extra, "n_iter": n_iter, "random_state": s, "device": "cpu"})[0]
@@ -134,9 +139,11 @@ def _fit(cls, dets, X, S):
 
 
 def time_method(method: str, X_train, X_test, params: dict, S: int, n_iter: int,
-                gradients: str = "hand") -> dict:
+                gradients: str = "hand", compiled: bool = False) -> dict:
     """Time one fit of a stack of S seeds (n_iter iterations) and the scoring of X_test by member 0;
-    count the FLOPs of one iteration. Returns one row (see COLUMNS, without dataset)."""
+    count the FLOPs of one iteration. Returns one row (see COLUMNS, without dataset). ``compiled``:
+    the compiled training step, timed over its calls after the first (which traces the graph and
+    loads it from inductor's cache, filled by a warm-up fit of the same shapes: ``setup_s``)."""
     cls = entry(method).cls
     if method == "mo-gaal":
         n = len(X_train)
@@ -145,18 +152,28 @@ def time_method(method: str, X_train, X_test, params: dict, S: int, n_iter: int,
         epochs = max(1, -(-n_iter // per_epoch))
         params = {**params, "epochs": epochs, "stop_epochs": epochs}
         n_iter = epochs * per_epoch
+    warm_S = S if compiled else 1
     _fit(cls, _detectors(method, {**params, "n_iter": WARMUP_ITERATIONS} if method != "mo-gaal"
-                         else {**params, "epochs": 1, "stop_epochs": 1}, 1, WARMUP_ITERATIONS,
-                         gradients), X_train, 1)
-    dets = _detectors(method, params, S, n_iter, gradients)
+                         else {**params, "epochs": 1, "stop_epochs": 1}, warm_S, WARMUP_ITERATIONS,
+                         gradients, compiled), X_train, warm_S)
+
+    dets = _detectors(method, params, S, n_iter, gradients, compiled)
     w0, c0 = time.perf_counter(), time.process_time()
     fitted = _fit(cls, dets, X_train, S)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    setup = np.nan
+    if compiled:  # the compiled calls after the first, scaled to n_iter (the logged iterations are eager)
+        step = engine_compiled.last_step() if engine_compiled.last_step else None
+        if step is None or step.calls < 2:
+            raise BenchError(f"perf: {method} ran no compiled step; use --n-iter of at least 2")
+        setup = step.setup
+        wall, cpu = step.wall / (step.calls - 1) * n_iter, step.cpu / (step.calls - 1) * n_iter
     t0 = time.perf_counter()
     fitted[0].anomaly_score(X_test)
     score_s = time.perf_counter() - t0
     # FLOPs of one iteration: a fit of 2 iterations minus a fit of 1 (set-up and the final mixture
-    # of DAGMM cancel out). MO-GAAL: one epoch's difference divided by its batches.
+    # of DAGMM cancel out). MO-GAAL: one epoch's difference divided by its batches. Eager: the
+    # compiled step does the same arithmetic.
     if method == "mo-gaal":
         def one(e):
             return lambda: _fit(cls, [build(method, {**params, "epochs": e, "stop_epochs": e, "random_state": 0,
@@ -167,15 +184,17 @@ def time_method(method: str, X_train, X_test, params: dict, S: int, n_iter: int,
             return lambda: _fit(cls, _detectors(method, params, S, k, gradients), X_train, S)
         flops = count_flops(one(2)) - count_flops(one(1))
     label = gradients if method in ADVAE_FAMILY else getattr(cls, "gradient_path", "autograd")
-    return {"method": method, "gradients": label,
+    return {"method": method, "gradients": label, "compiled": bool(compiled),
             "d": X_train.shape[1], "group_size": S, "n_iter": n_iter,
             "ms_per_iteration": 1e3 * wall / n_iter, "cpu_ms_per_iteration": 1e3 * cpu / n_iter,
             "cpu_ms_per_member": 1e3 * cpu / n_iter / S, "gflop_per_iteration": flops / 1e9,
-            "gflops": flops / (cpu / n_iter) / 1e9 if cpu > 0 else np.nan, "score_test_s": score_s}
+            "gflops": flops / (cpu / n_iter) / 1e9 if cpu > 0 else np.nan, "setup_s": setup,
+            "score_test_s": score_s}
 
 
 def run_perf(datasets=None, methods=DEEP_METHODS, n_iter: int = 200, L: int = 1000, group_sizes=(1, 5),
-             gradients=("hand",), data_dir=None, peak: float | None = None) -> pd.DataFrame:
+             gradients=("hand",), data_dir=None, peak: float | None = None,
+             paths=("eager",)) -> pd.DataFrame:
     """Time every (dataset, method, gradient path, stack size) on one thread; print the machine line
     and the table, return the table (COLUMNS). Paper configuration and paper split per dataset."""
     if int(n_iter) < 1:
@@ -185,6 +204,8 @@ def run_perf(datasets=None, methods=DEEP_METHODS, n_iter: int = 200, L: int = 10
     bad = [g for g in gradients if g not in ("hand", "autograd")]
     if bad or not gradients:
         raise BenchError(f"--gradients takes hand and/or autograd, got {','.join(gradients) or 'nothing'}")
+    if not paths or any(p not in ("eager", "compiled") for p in paths):
+        raise BenchError(f"--paths takes eager and/or compiled, got {','.join(paths) or 'nothing'}")
     unknown = [m for m in methods if m not in DEEP_METHODS]
     if unknown or not methods:
         raise BenchError(f"--methods takes deep methods among {', '.join(DEEP_METHODS)}; got "
@@ -204,11 +225,15 @@ def run_perf(datasets=None, methods=DEEP_METHODS, n_iter: int = 200, L: int = 10
                 if "L" in entry(method).cls().get_params():
                     params["L"] = int(L)
                 for grad in (gradients if method in ADVAE_FAMILY else ("autograd",)):
-                    for S in (group_sizes if method != "mo-gaal" else (1,)):
-                        row = {"dataset": name, **time_method(method, split.X_train, split.X_test, params,
-                                                              S, int(n_iter), grad)}
-                        row["pct_of_peak"] = 100 * row["gflops"] / peak
-                        rows.append(row)
+                    for path in paths:
+                        if path == "compiled" and (method not in COMPILED_METHODS or (method in ADVAE_FAMILY and grad != "hand")):
+                            continue  # the compiled step is the hand-written gradients'
+                        for S in (group_sizes if method != "mo-gaal" else (1,)):
+                            row = {"dataset": name, **time_method(method, split.X_train, split.X_test,
+                                                                  params, S, int(n_iter), grad,
+                                                                  path == "compiled")}
+                            row["pct_of_peak"] = 100 * row["gflops"] / peak
+                            rows.append(row)
     finally:
         torch.set_num_threads(threads)
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -228,6 +253,9 @@ def _perf_arguments(p: argparse.ArgumentParser) -> None:
                    help="stack sizes S to time, comma-separated (default: %(default)s)")
     p.add_argument("--gradients", default="hand",
                    help="adVAE family's gradient paths: hand, autograd or hand,autograd (default: %(default)s)")
+    p.add_argument("--paths", default="eager",
+                   help="training paths: eager, compiled or eager,compiled (the compiled step exists for "
+                        f"{', '.join(COMPILED_METHODS)}; default: %(default)s)")
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--data-dir", help="directory holding the .mat files")
 
@@ -242,7 +270,7 @@ def _perf(a: argparse.Namespace) -> int:
     df = run_perf(datasets=a.datasets, methods=[m.strip() for m in a.methods.split(",") if m.strip()],
                   n_iter=a.n_iter, L=a.L, group_sizes=sizes,
                   gradients=tuple(g.strip() for g in a.gradients.split(",") if g.strip()),
-                  data_dir=a.data_dir)
+                  data_dir=a.data_dir, paths=tuple(p.strip() for p in a.paths.split(",") if p.strip()))
     if a.csv:
         df.to_csv(a.csv, index=False)
         print(f"wrote {a.csv}")

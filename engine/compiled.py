@@ -23,6 +23,7 @@ process load it (1-3 s).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -95,7 +96,8 @@ class CompiledStep:
     Calling it advances each optimizer's step count as ``StackAdam.step`` does, so compiled and eager
     steps (the logged iterations) can alternate on the same buffers."""
 
-    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None):
+    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None,
+                 timed_by_caller: bool = False):
         _configure()
         torch._dynamo.reset()  # the previous stack's graphs: their guards would be checked on every call
         self.opts = list(optimizers)
@@ -106,8 +108,10 @@ class CompiledStep:
         self.buffers = [(opt.flat, opt.grad_flat, opt.exp_avg, opt.exp_avg_sq) for opt in self.opts]
         self._graph = torch.compile(self._step, fullgraph=True, dynamic=False)
         #: calls, and the wall and CPU seconds of the calls after the first (which traces the graph
-        #: and compiles it or loads it from the cache; its seconds are ``setup``)
+        #: and compiles it or loads it from the cache; its seconds are ``setup``); a caller that
+        #: compiles more of its iteration times the whole of it instead (``timed``)
         self.calls, self.wall, self.cpu, self.setup = 0, 0.0, 0.0, 0.0
+        self.timed_by_caller = timed_by_caller
         global last_step
         last_step = weakref.ref(self)
 
@@ -138,16 +142,19 @@ class CompiledStep:
         return (torch.tensor([-(opt.lr / (1 - beta1 ** t)) for t in ts], dtype=dt, device=dev),
                 torch.tensor([(1 - beta2 ** t) ** 0.5 for t in ts], dtype=dt, device=dev))
 
-    def __call__(self, *inputs):
+    @contextlib.contextmanager
+    def timed(self):
+        """Count the enclosed work as one call (see ``calls``)."""
         w0, c0 = time.perf_counter(), time.process_time()
-        scalars = [self._scalars(opt, n) for opt, n in zip(self.opts, self.updates)]
-        with torch.no_grad():
-            out = self._graph(self.buffers, scalars, inputs)
-        wall = time.perf_counter() - w0
+        yield
         if self.calls:
-            self.wall += wall
+            self.wall += time.perf_counter() - w0
             self.cpu += time.process_time() - c0
         else:
-            self.setup = wall
+            self.setup = time.perf_counter() - w0
         self.calls += 1
-        return out
+
+    def __call__(self, *inputs):
+        scalars = [self._scalars(opt, n) for opt, n in zip(self.opts, self.updates)]
+        with torch.no_grad(), (contextlib.nullcontext() if self.timed_by_caller else self.timed()):
+            return self._graph(self.buffers, scalars, inputs)

@@ -10,6 +10,8 @@ depend on the group it trained in.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import nn
@@ -283,19 +285,25 @@ class StackedDeepDetector(StackedFit, Detector):
                  loss_terms, noise: dict[str, tuple[str, int]] | None = None) -> None:
         """The plain loop of AE, VAE and DAGMM: one Adam step on all parameters per mini-batch.
         ``loss_terms(x (S, b, d), noise {name: (S, batch_size, width)}) -> (objective (S,), terms)``:
-        the objective is minimised, every entry of the dict ``terms`` of (S,) tensors is recorded."""
+        the objective is minimised, every entry of the dict ``terms`` of (S,) tensors is recorded.
+        With the method's ``compile``: ``loss_terms`` and its backward compiled (AOTAutograd), and the
+        Adam step (engine/compiled.py)."""
         opt = StackAdam(nets.parameters(), lr=self.lr)
         opt.attach()
         n_iter = int(self.n_iter)
-        forward, update, shape = loss_terms, opt.step, None
+        forward, update, timed, shape = loss_terms, opt.step, contextlib.nullcontext, None
         if getattr(self, "compile", False):  # the loss and its backward, and the Adam step, compiled
-            forward, update = compiled_function(loss_terms), CompiledStep([opt], lambda p, g, u: u(0))
+            forward = compiled_function(loss_terms)
+            update = CompiledStep([opt], lambda params, grads, step: step(0), timed_by_caller=True)
+            timed = update.timed
         for it, (x, eps) in enumerate(Feed(X, int(self.batch_size), n_iter, seeds, noise)):
             shape = shape or x.shape
-            objective, terms = (forward if x.shape == shape else loss_terms)(x, eps)
-            opt.zero_grad()
-            objective.sum().backward()  # members are independent: the sum trains each on its own
-            update()
+            fast = x.shape == shape  # the loss compiled for the first batch's shape; a short last one eager
+            with timed() if fast else contextlib.nullcontext():
+                objective, terms = (forward if fast else loss_terms)(x, eps)
+                opt.zero_grad()
+                objective.sum().backward()  # members are independent: the sum trains each on its own
+                update()
             log.record(it, force=it == n_iter - 1, **{k: v.detach() for k, v in terms.items()})
             if all_diverged(log):
                 break

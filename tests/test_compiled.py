@@ -42,7 +42,7 @@ def state(det) -> dict:
             for key, value in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("spec", ["advae", "wgan-gp", "ae"])
+@pytest.mark.parametrize("spec", ["advae", "wgan-gp", "ae", "gan"])
 def test_compiled_member_is_its_compiled_solo_fit_and_close_to_eager(spec):
     X, X_test = rows()
     cls = entry(spec).cls
@@ -81,3 +81,26 @@ def test_compile_needs_a_compiler(monkeypatch):
     det.compile = True
     with pytest.raises(InvalidParameter, match="set compile = false"):
         det.validate_params()
+
+
+def test_the_config_switch_reaches_the_methods_with_the_parameter(tmp_path):
+    from bench.execution import config, plan
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('protocol = "paper"\nseeds = [0]\ndatasets = ["cardio"]\ncompile = true\n'
+                   'methods = ["advae", "gan", "ae[compile=false]", "lof"]\n')
+    exp = config.load(cfg)
+
+    def compiles(runs):
+        return {r.spec: r.params.get("compile") for r in runs}
+
+    assert compiles(plan.expand(exp)) == {"advae": True, "gan": True, "ae[compile=false]": False, "lof": None}
+    assert compiles(plan.expand(exp, quick=True)) == {  # --quick stays eager
+        "advae": False, "gan": False, "ae[compile=false]": False, "lof": None}
+    assert compiles(plan.expand(exp.restrict(compile=False))) == {  # run --eager
+        "advae": False, "gan": False, "ae[compile=false]": False, "lof": None}
+    keys = {r.spec: r.key for r in plan.expand(exp)}
+    assert keys["advae"] != {r.spec: r.key for r in plan.expand(exp.restrict(compile=False))}["advae"]
+    cfg.write_text(cfg.read_text().replace("compile = true", 'compile = "yes"'))
+    with pytest.raises(BenchError, match="compile"):
+        config.load(cfg)

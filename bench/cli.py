@@ -160,9 +160,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: an existing cluster's "
                    "scheduler, e.g. tcp://host:8786 (default: a LocalCluster of --workers processes)")
     r.add_argument("--force", action="store_true", help="recompute runs already stored")
-    r.add_argument("--eager", action="store_true",
-                   help="train every method eagerly, overriding the config's `compile = true` (compiled "
-                        "steps round differently: other run keys)")
+    paths = r.add_mutually_exclusive_group()
+    paths.add_argument("--compile", action="store_true",
+                       help="compiled training steps for every method with a `compile` parameter (the config's "
+                            "`compile = true`; they round differently from eager ones: other run keys)")
+    paths.add_argument("--eager", action="store_true", help="train every method eagerly (`compile = false`)")
     r.add_argument("--quick", action="store_true",
                    help="small iteration budgets and the first seed only (a few minutes)")
     r.add_argument("--no-report", action="store_true", help="do not write tables and figures")

@@ -32,7 +32,7 @@ def _cmd_run(a) -> int:
         print(f"note: protocol {protocol} (the paper protocol is defined for the catalogued datasets "
               "only)", file=sys.stderr)
     exp = base.restrict(methods, a.datasets, a.seeds, protocol, a.sweep, a.contamination,
-                       a.label_col, a.time_limit, compile=False if a.eager else None)
+                       a.label_col, a.time_limit, compile=False if a.eager else True if a.compile else None)
     if a.quick and a.seeds is None:
         exp = exp.restrict(seeds=exp.seeds[:1])
     name = (exp.name + (f"-{exp.protocol}" if exp.protocol != base.protocol else "")

@@ -50,6 +50,13 @@ def compiler_missing() -> str | None:
            "install one or set compile = false"
 
 
+def check_compile(det) -> None:
+    """For a method's ``_check_combinations``: ``compile=True`` needs a C++ compiler here."""
+    reason = compiler_missing() if getattr(det, "compile", False) else None
+    if reason:
+        raise det._invalid(reason)
+
+
 def _configure() -> None:
     """Once per process: compile in this process (its CPU time is the run's), never fall back to eager
     silently when a cache limit is hit (that would change a run's scores with what ran before it)."""
@@ -66,14 +73,6 @@ def _configure() -> None:
     if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
         torch._dynamo.config.fail_on_recompile_limit_hit = True
     _configured = True
-
-
-def compiled_function(fn):
-    """``fn`` (e.g. a loss over the stack's networks) compiled for its first call's shapes; through
-    autograd its backward is compiled too (AOTAutograd)."""
-    _configure()
-    torch._dynamo.reset()
-    return torch.compile(fn, dynamic=False)
 
 
 def _cut(buf: torch.Tensor, layout) -> list[torch.Tensor]:
@@ -96,8 +95,7 @@ class CompiledStep:
     Calling it advances each optimizer's step count as ``StackAdam.step`` does, so compiled and eager
     steps (the logged iterations) can alternate on the same buffers."""
 
-    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None,
-                 timed_by_caller: bool = False):
+    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None):
         _configure()
         torch._dynamo.reset()  # the previous stack's graphs: their guards would be checked on every call
         self.opts = list(optimizers)
@@ -108,10 +106,8 @@ class CompiledStep:
         self.buffers = [(opt.flat, opt.grad_flat, opt.exp_avg, opt.exp_avg_sq) for opt in self.opts]
         self._graph = torch.compile(self._step, fullgraph=True, dynamic=False)
         #: calls, and the wall and CPU seconds of the calls after the first (which traces the graph
-        #: and compiles it or loads it from the cache; its seconds are ``setup``); a caller that
-        #: compiles more of its iteration times the whole of it instead (``timed``)
+        #: and compiles it or loads it from the cache; its seconds are ``setup``)
         self.calls, self.wall, self.cpu, self.setup = 0, 0.0, 0.0, 0.0
-        self.timed_by_caller = timed_by_caller
         global last_step
         last_step = weakref.ref(self)
 
@@ -156,5 +152,5 @@ class CompiledStep:
 
     def __call__(self, *inputs):
         scalars = [self._scalars(opt, n) for opt, n in zip(self.opts, self.updates)]
-        with torch.no_grad(), (contextlib.nullcontext() if self.timed_by_caller else self.timed()):
+        with torch.no_grad(), self.timed():
             return self._graph(self.buffers, scalars, inputs)

@@ -10,8 +10,6 @@ depend on the group it trained in.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
@@ -21,7 +19,6 @@ from bench.execution.telemetry import LossLog
 from engine.backbone import (NOISE_SALT, SCORE_SALT, TRAINING_CONSTRAINTS, Encoder, Generator, Shape, batch_indices,
                               latent_size, mean_reconstruction_error, member_copy, member_generators,
                               pick_device)
-from engine.compiled import CompiledStep, compiled_function, compiler_missing
 from engine.invariant import StackAdam
 
 #: Rows per chunk when scoring a deterministic network (bounds memory only; scores do not depend on it).
@@ -209,13 +206,6 @@ class StackedDeepDetector(StackedFit, Detector):
               "sizes up to d = 97, PyOD's AutoEncoder/DeepSVDD widths [64, 32] beyond")
     parameter_constraints = TRAINING_CONSTRAINTS  # a subclass adds its own: {**TRAINING_CONSTRAINTS, ...}
 
-    def _check_combinations(self) -> None:
-        super()._check_combinations()
-        if getattr(self, "compile", False):  # a method with a compiled step (engine/compiled.py)
-            reason = compiler_missing()
-            if reason:
-                raise self._invalid(reason)
-
     # ---- subclass hooks ---------------------------------------------------------------------
     def _build(self, shape: Shape, gens: list[torch.Generator]) -> nn.ModuleDict:
         """adVAE's encoder E and generator G (the AE and VAE networks); GANs and DAGMM override."""
@@ -285,25 +275,15 @@ class StackedDeepDetector(StackedFit, Detector):
                  loss_terms, noise: dict[str, tuple[str, int]] | None = None) -> None:
         """The plain loop of AE, VAE and DAGMM: one Adam step on all parameters per mini-batch.
         ``loss_terms(x (S, b, d), noise {name: (S, batch_size, width)}) -> (objective (S,), terms)``:
-        the objective is minimised, every entry of the dict ``terms`` of (S,) tensors is recorded.
-        With the method's ``compile``: ``loss_terms`` and its backward compiled (AOTAutograd), and the
-        Adam step (engine/compiled.py)."""
+        the objective is minimised, every entry of the dict ``terms`` of (S,) tensors is recorded."""
         opt = StackAdam(nets.parameters(), lr=self.lr)
         opt.attach()
         n_iter = int(self.n_iter)
-        forward, update, timed, shape = loss_terms, opt.step, contextlib.nullcontext, None
-        if getattr(self, "compile", False):  # the loss and its backward, and the Adam step, compiled
-            forward = compiled_function(loss_terms)
-            update = CompiledStep([opt], lambda params, grads, step: step(0), timed_by_caller=True)
-            timed = update.timed
         for it, (x, eps) in enumerate(Feed(X, int(self.batch_size), n_iter, seeds, noise)):
-            shape = shape or x.shape
-            fast = x.shape == shape  # the loss compiled for the first batch's shape; a short last one eager
-            with timed() if fast else contextlib.nullcontext():
-                objective, terms = (forward if fast else loss_terms)(x, eps)
-                opt.zero_grad()
-                objective.sum().backward()  # members are independent: the sum trains each on its own
-                update()
+            objective, terms = loss_terms(x, eps)
+            opt.zero_grad()
+            objective.sum().backward()  # members are independent: the sum trains each on its own
+            opt.step()
             log.record(it, force=it == n_iter - 1, **{k: v.detach() for k, v in terms.items()})
             if all_diverged(log):
                 break

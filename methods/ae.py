@@ -18,8 +18,6 @@ from __future__ import annotations
 import torch
 
 from bench.contract.registry import register
-from engine.backbone import TRAINING_CONSTRAINTS
-from engine.compiled import COMPILE_CONSTRAINT
 from engine.stacked import StackedDeepDetector, chunked, store_params
 
 
@@ -34,19 +32,17 @@ class AE(StackedDeepDetector):
 
     Parameters: n_iter (20000, adVAE's budget), batch_size (128), lr (1e-3, Adam), latent_dim (None ->
     about d / 3; the paper config sets the authors' k per dataset), log_every (telemetry period),
-    device ("auto" = GPU when present), compile (False; True: the loss, its backward and the Adam
-    step compiled, engine/compiled.py), random_state (weight init and batch order).
+    device ("auto" = GPU when present), random_state (weight init and batch order).
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
     cost = 1  # per iteration, relative to AE (measured, issue 11): orders the groups, never a result
 
     monitored_losses = ["mse"]  # the only term: a reconstruction that never improves is broken
-    parameter_constraints = {**TRAINING_CONSTRAINTS, "compile": COMPILE_CONSTRAINT}
 
     def __init__(self, n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
-                 random_state: int = 0, compile: bool = False):
+                 random_state: int = 0):
         store_params(self, locals())
 
     def _train(self, nets, X, seeds, log):

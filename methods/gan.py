@@ -28,7 +28,6 @@ was at the start (D won the game, vanishing gradients, or G stuck), which is a b
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -37,7 +36,6 @@ from torch import nn
 from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
 from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
-from engine.compiled import COMPILE_CONSTRAINT, CompiledStep, compiled_function
 from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from engine.invariant import StackAdam, sigmoid, softplus
 from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
@@ -51,8 +49,7 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
 
     Parameters: n_iter (20000 generator updates, one D update each), batch_size (128), lr (1e-3, Adam
     for both networks), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU when
-    present), random_state (init, batch order, latent noise), compile (False; True: the generator pass,
-    the two losses with their backward passes and the Adam steps compiled, engine/compiled.py).
+    present), random_state (init, batch order, latent noise).
     score: "paper" (-log D(x), the default), "two-sided", "snapshots" (over n_snapshots copies of D,
     20) or "anogan" (latent_steps 500, fm_weight 0.1, latent_lr 0.01): engine/discriminator_scores.py.
     """
@@ -61,15 +58,13 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
     version = "3"
 
     monitored_losses = ["divergence"]
-    parameter_constraints = {**TRAINING_CONSTRAINTS, **score_constraints(generative=True),
-                             "compile": COMPILE_CONSTRAINT}
+    parameter_constraints = {**TRAINING_CONSTRAINTS, **score_constraints(generative=True)}
     cost = 1.75  # per iteration, relative to AE (measured, issue 11): orders the groups, never a result
 
     def __init__(self, n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
                  random_state: int = 0, score: str = "paper", n_snapshots: int = 20,
-                 latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01,
-                 compile: bool = False):
+                 latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01):
         store_params(self, locals())
 
     def _build(self, shape, gens):
@@ -86,38 +81,21 @@ class GAN(StackedDiscriminatorScores, StackedDeepDetector):
         n_iter = int(self.n_iter)
         feed = Feed(X, int(self.batch_size), n_iter, seeds, noise={"z": ("normal", k)})
         plan = self._snapshot_plan(n_iter)
-
-        def generate(z):
-            return G(z)
-
-        def d_loss(real, fake):  # D step: real rows labelled 1, generated rows 0
-            logit_real, logit_fake = D(real), D(fake)  # (S, b) each
-            return softplus(-logit_real).mean(1) + softplus(logit_fake).mean(1), logit_real, logit_fake
-
-        def g_loss(fake):  # G step (non-saturating): maximise log D(G(z)) under the updated D
-            return softplus(-D(fake)).mean(1)  # (S,)
-
-        eager = (generate, d_loss, g_loss, opt_d.step, opt_g.step)
-        fast, shape, timed = eager, None, contextlib.nullcontext
-        if self.compile:  # the same functions compiled (their backward passes too), and the Adam steps
-            update_g = CompiledStep([opt_g], lambda p, g, step: step(0), timed_by_caller=True)
-            update_d = CompiledStep([opt_d], lambda p, g, step: step(0), timed_by_caller=True)
-            fast = (*(compiled_function(f) for f in eager[:3]), update_d, update_g)
-            timed = update_d.timed  # the whole iteration (engine.compiled.last_step: perf reads it)
         for it, (real, noise) in enumerate(feed):  # real (S, b, d)
-            shape = shape or real.shape
-            on_fast = real.shape == shape  # compiled for the first batch's shape; a short last one eager
-            gen, d_step, g_step, update_d, update_g = fast if on_fast else eager
-            with timed() if on_fast else contextlib.nullcontext():
-                fake = gen(rows(noise["z"], real.shape[1]))  # (S, b, d)
-                loss_d, logit_real, logit_fake = d_step(real, fake.detach())
-                opt_d.zero_grad()
-                loss_d.sum().backward(inputs=list(D.parameters()))
-                update_d()
-                loss_g = g_step(fake)
-                opt_g.zero_grad()
-                loss_g.sum().backward(inputs=list(G.parameters()))
-                update_g()
+            fake = G(rows(noise["z"], real.shape[1]))  # (S, b, d)
+
+            # D step: real rows labelled 1, generated rows 0.
+            logit_real, logit_fake = D(real), D(fake.detach())  # (S, b) each
+            loss_d = softplus(-logit_real).mean(1) + softplus(logit_fake).mean(1)  # (S,)
+            opt_d.zero_grad()
+            loss_d.sum().backward(inputs=list(D.parameters()))
+            opt_d.step()
+
+            # G step (non-saturating): maximise log D(G(z)) under the updated D.
+            loss_g = softplus(-D(fake)).mean(1)  # (S,)
+            opt_g.zero_grad()
+            loss_g.sum().backward(inputs=list(G.parameters()))
+            opt_g.step()
 
             log.record(it, force=it == n_iter - 1, loss_D=loss_d.detach(), loss_G=loss_g.detach(),
                        divergence=_LOG4 - loss_d.detach(),

@@ -22,7 +22,6 @@ from bench.contract.registry import register
 from methods.ae import squared_error
 from bench.contract.params import Interval
 from engine.backbone import TRAINING_CONSTRAINTS
-from engine.compiled import COMPILE_CONSTRAINT
 from engine.stacked import StackedDeepDetector, l_sample_scores, rows, store_params
 
 
@@ -38,8 +37,7 @@ class VAE(StackedDeepDetector):
 
     Parameters: lambda_ (KL weight, adVAE's per-dataset lambda; 0.01), n_iter (20000), batch_size (128),
     lr (1e-3, Adam), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), L (1000 latent samples per scored row),
-    log_every, device ("auto" = GPU when present), compile (False; True: the loss, its backward and the
-    Adam step compiled, engine/compiled.py), random_state (init, batch order, noise, score eps).
+    log_every, device ("auto" = GPU when present), random_state (init, batch order, noise, score eps).
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
@@ -57,12 +55,11 @@ class VAE(StackedDeepDetector):
     max_group_size = 25
 
     parameter_constraints = {**TRAINING_CONSTRAINTS, "lambda_": [Interval(float, 0, None)],
-                             "L": [Interval(int, 1, None)], "compile": COMPILE_CONSTRAINT}
+                             "L": [Interval(int, 1, None)]}
 
     def __init__(self, lambda_: float = 0.01, n_iter: int = 20000, batch_size: int = 128,
                  lr: float = 1e-3, latent_dim: int | None = None, L: int = 1000,
-                 log_every: int = 100, device: str = "auto", random_state: int = 0,
-                 compile: bool = False):
+                 log_every: int = 100, device: str = "auto", random_state: int = 0):
         store_params(self, locals())
 
     def _train(self, nets, X, seeds, log):

@@ -215,7 +215,7 @@ def _explicit_paper(tmp_path) -> str:
     blocks = [(BACKBONE, [d], f"latent_dim = {k}") for d, k in LATENT_DIM.items()]
     blocks += [([*ADVAE, "vae"], [d], f"lambda_ = {v}") for d, v in LAMBDA.items()]
     blocks += [(ADVAE, [d], f"m_z = {v}") for d, v in M_Z.items()]
-    text = (f'protocol = "paper"\nseeds = [0, 1, 2, 3, 4]\nthreshold = "paper"\nalpha = 0.1\ncompile = true\n'
+    text = (f'protocol = "paper"\nseeds = [0, 1, 2, 3, 4]\nthreshold = "paper"\nalpha = 0.1\n'
             f"datasets = {PAPER!r}\nmethods = {ROSTER!r}\n".replace("'", '"'))
     text += "".join(f"[[override]]\nmethods = {m!r}\ndatasets = {d!r}\nparams = {{ {p} }}\n".replace("'", '"')
                     for m, d, p in blocks)

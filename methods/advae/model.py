@@ -37,7 +37,7 @@ from bench.contract.params import Interval
 from bench.contract.registry import register
 from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, Shape, StackedLinear, member_generators
-from engine.compiled import COMPILE_CONSTRAINT
+from engine.compiled import COMPILE_CONSTRAINT, check_compile
 from engine.stacked import StackedDeepDetector, l_sample_scores, store_params
 from methods.advae.training import AdVAETraining
 
@@ -156,6 +156,7 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
 
     def _check_combinations(self) -> None:
         super()._check_combinations()  # gradients="hand" needs these definitions and the accelerator
+        check_compile(self)  # compile=True needs a C++ compiler
         if self.generator_hinge and not self.transformer:
             raise self._invalid(
                 "generator_hinge=True needs transformer=True (the generator hinge [m_x - MSE(x_r, x_Tr)]^+ "

@@ -55,7 +55,6 @@ from bench.contract.params import Interval
 from bench.contract.registry import register
 from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT, Accelerated  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Encoder, Generator, StackedLinear
-from engine.compiled import COMPILE_CONSTRAINT
 from engine.stacked import SCORE_CHUNK, StackedDeepDetector, chunked, rows, store_params
 from methods.ae import squared_error
 
@@ -177,8 +176,7 @@ class DAGMM(Accelerated, StackedDeepDetector):
     batch_size (128), lr (1e-3, Adam), latent_dim (None -> about d / 3, at most 32: backbone.MAX_LATENT), log_every, device ("auto" = GPU
     when present), random_state (init, batch order, dropout masks), gradients ("auto": the fused nodes
     of gradients.py where the definitions are this class's, autograd where a subclass overrides one;
-    "hand"; "autograd"), compile (False; True: the loss, its backward and the Adam step compiled,
-    engine/compiled.py).
+    "hand"; "autograd").
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)
@@ -198,7 +196,7 @@ class DAGMM(Accelerated, StackedDeepDetector):
                              "lambda_energy": [Interval(float, 0, None)],
                              "lambda_cov_diag": [Interval(float, 0, None)],
                              "cov_eps": [Interval(float, 0, None)],
-                             "gradients": GRADIENTS_CONSTRAINT, "compile": COMPILE_CONSTRAINT}
+                             "gradients": GRADIENTS_CONSTRAINT}
     #: What an accelerator (``gradients.py``: "hand", with ``features`` and ``mixture_terms``) computes.
     definitions = DEFINITIONS
 
@@ -206,7 +204,7 @@ class DAGMM(Accelerated, StackedDeepDetector):
                  lambda_energy: float = 0.1, lambda_cov_diag: float = 0.005, cov_eps: float = 1e-6,
                  n_iter: int = 20000, batch_size: int = 128, lr: float = 1e-3,
                  latent_dim: int | None = None, log_every: int = 100, device: str = "auto",
-                 random_state: int = 0, gradients: str = "auto", compile: bool = False):
+                 random_state: int = 0, gradients: str = "auto"):
         store_params(self, locals())
 
     def _build(self, shape, gens):

@@ -46,7 +46,7 @@ from bench.contract.registry import register
 from bench.execution.telemetry import LossLog
 from engine.accelerators import GRADIENTS, GRADIENTS_CONSTRAINT, Accelerated  # noqa: F401 (GRADIENTS)
 from engine.backbone import TRAINING_CONSTRAINTS, Discriminator, Generator
-from engine.compiled import COMPILE_CONSTRAINT
+from engine.compiled import COMPILE_CONSTRAINT, check_compile
 from engine.discriminator_scores import StackedDiscriminatorScores, score_constraints
 from engine.invariant import StackAdam
 from engine.stacked import Feed, StackedDeepDetector, all_diverged, rows, store_params
@@ -115,6 +115,10 @@ class WGANGP(Accelerated, StackedDiscriminatorScores, StackedDeepDetector):
                  latent_steps: int = 500, fm_weight: float = 0.1, latent_lr: float = 0.01,
                  gradients: str = "auto", compile: bool = False):
         store_params(self, locals())
+
+    def _check_combinations(self) -> None:
+        super()._check_combinations()  # gradients="hand" needs these definitions and the accelerator
+        check_compile(self)  # compile=True needs a C++ compiler
 
     def _build(self, shape, gens):
         return nn.ModuleDict({"G": Generator(shape, gens, sigmoid=False),

@@ -12,8 +12,12 @@ those methods have no compiled step.
 
 Exactness: the graph is specialised to the stack's shapes (``dynamic=False``), and the fused loops
 compute each element alone (no reduction spans two members), so a member of a compiled stack is
-bit for bit its compiled solo fit (tests/test_compiled.py). Compiled code rounds differently from
-eager code (a few ulp per step), so ``compile`` is a parameter of the method and part of a run's key.
+bit for bit its compiled solo fit (tests/test_compiled.py; 18 of 20 checks at the five datasets'
+shapes). The exception: the solo adVAE graph at optdigits' shapes computed wrong gradients from its
+second call (a miscompilation, cause not found), so ``CompiledStep`` checks its first
+``VERIFY_CALLS`` calls against the eager step and raises on a disagreement. Compiled code rounds
+differently from eager code (a few ulp per step), so ``compile`` is a parameter of the method and
+part of a run's key; no shipped config sets it.
 
 A method opts in with a ``compile`` parameter and a body
 ``body(params, grads, update, *inputs) -> outputs``: ``params[i]`` and ``grads[i]`` are the
@@ -98,7 +102,15 @@ class CompiledStep:
     Calling it advances each optimizer's step count as ``StackAdam.step`` does, so compiled and eager
     steps (the logged iterations) can alternate on the same buffers."""
 
-    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None):
+    #: Calls checked against the eager step (``reference``): a graph that computes something else
+    #: fails its run instead of storing wrong numbers (seen once: a solo adVAE fit at optdigits'
+    #: shapes went wrong on its second compiled call; docs/performance.md).
+    VERIFY_CALLS = 3
+    #: Largest difference of the gradients to the eager step's allowed there, relative to the largest.
+    VERIFY_RTOL = 1e-3
+
+    def __init__(self, optimizers: list[StackAdam], body, updates: tuple[int, ...] | None = None,
+                 reference=None):
         _configure()
         torch._dynamo.reset()  # the previous stack's graphs: their guards would be checked on every call
         self.opts = list(optimizers)
@@ -111,6 +123,7 @@ class CompiledStep:
         #: calls, and the wall and CPU seconds of the calls after the first (which traces the graph
         #: and compiles it or loads it from the cache; its seconds are ``setup``)
         self.calls, self.wall, self.cpu, self.setup = 0, 0.0, 0.0, 0.0
+        self.reference = reference  # the eager step, called with the same inputs
         global last_step
         last_step = weakref.ref(self)
 
@@ -153,7 +166,36 @@ class CompiledStep:
             self.setup = time.perf_counter() - w0
         self.calls += 1
 
+    def _state(self):
+        return [b.clone() for bufs in self.buffers for b in bufs], [opt.t for opt in self.opts]
+
+    def _restore(self, state) -> None:
+        tensors, ts = state
+        for dst, src in zip((b for bufs in self.buffers for b in bufs), tensors):
+            dst.copy_(src)
+        for opt, t in zip(self.opts, ts):
+            opt.t = t
+
     def __call__(self, *inputs):
+        check = self.reference is not None and self.calls < self.VERIFY_CALLS
+        if check:  # the eager step from the same state, then back to that state
+            before = self._state()
+            with torch.no_grad():
+                self.reference(*inputs)
+            expected = self._state()[0]
+            self._restore(before)
         scalars = [self._scalars(opt, n) for opt, n in zip(self.opts, self.updates)]
         with torch.no_grad(), self.timed():
-            return self._graph(self.buffers, scalars, inputs)
+            out = self._graph(self.buffers, scalars, inputs)
+        if check:  # the gradients (what the body computes; the parameters' Adam steps can turn a
+            # rounding difference in a near-zero gradient into a whole step, the gradients cannot)
+            for i, bufs in enumerate(self.buffers):
+                got, want = bufs[1], expected[4 * i + 1]
+                scale = max(float(want.abs().max()), 1e-12)
+                diff = float((got - want).abs().max())
+                if not diff <= self.VERIFY_RTOL * scale:
+                    raise RuntimeError(
+                        f"the compiled training step disagrees with the eager one at call {self.calls} "
+                        f"(gradients of optimizer {i}: max difference {diff:.3g}, {diff / scale:.2g} of the "
+                        "largest): set compile = false (run --eager) for this run")
+        return out

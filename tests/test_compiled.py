@@ -105,3 +105,29 @@ def test_the_config_switch_reaches_the_methods_with_the_parameter(tmp_path):
     cfg.write_text(cfg.read_text().replace("compile = true", 'compile = "yes"'))
     with pytest.raises(BenchError, match="compile"):
         config.load(cfg)
+
+
+def test_a_compiled_step_that_disagrees_with_the_eager_one_fails_loudly():
+    """The first calls are checked against the eager step: a graph whose gradients differ from the
+    eager ones raises instead of training on."""
+    from engine.invariant import StackAdam
+
+    w = torch.nn.Parameter(torch.ones(1, 4, 4))
+    opt = StackAdam([w], lr=1e-2)
+
+    def body(params, grads, update):
+        grads[0][0].copy_(params[0][0] * 0.5)  # the gradient this "graph" computes
+        update(0)
+
+    def eager(factor):
+        def step():
+            opt.grads[0].copy_(w.detach() * factor)
+            opt.step()
+        return step
+
+    with pytest.raises(RuntimeError, match="disagrees with the eager one"):
+        compiled.CompiledStep([opt], body, reference=eager(0.7))()
+    ok = compiled.CompiledStep([opt], body, reference=eager(0.5))
+    for _ in range(4):
+        ok()  # the eager reference agrees
+    assert ok.calls == 4 and opt.t == 1 + 4  # the failed call stepped too; its run fails anyway

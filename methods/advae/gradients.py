@@ -331,7 +331,7 @@ class HandGradients:
             self._step2_gradients(v, it, grads[1])  # step 2: E, with the updated G
             update(1)
 
-        step = CompiledStep([opt_GT, opt_E], body)
+        step = CompiledStep([opt_GT, opt_E], body, reference=lambda x, eps: eager(x, eps, False))
         shape: list = []
 
         def iteration(x, eps, record: bool) -> dict:

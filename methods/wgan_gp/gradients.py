@@ -179,7 +179,10 @@ class HandGradients:
             update(0)
             return terms, loss_g
 
-        step = CompiledStep([opt_g, opt_f], body, updates=(1, self.n_critic))
+        def reference(reals, zs, us, z_G):  # the eager iteration on the same feed steps
+            return eager([(real, {"z": z, "u": u, "z_G": z_G}) for real, z, u in zip(reals, zs, us)])
+
+        step = CompiledStep([opt_g, opt_f], body, updates=(1, self.n_critic), reference=reference)
         first: list = []
 
         def iteration(steps):

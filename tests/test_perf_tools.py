@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import BenchError
 from tools.commands.perf import COLUMNS, count_flops, dense_flops, run_perf
 
 
@@ -45,3 +46,8 @@ def test_perf_table_has_a_row_per_method_and_stack_size(capsys):
     assert np.allclose(df["pct_of_peak"], df["gflops"])  # peak given as 100 GFLOP/s
     out = capsys.readouterr().out
     assert out.startswith("machine: ") and "thread(s)" in out and "load average" in out
+
+
+def test_perf_paths_must_be_eager_or_compiled():
+    with pytest.raises(BenchError, match="--paths takes eager and/or compiled"):
+        run_perf(datasets=["cardio"], methods=["ae"], n_iter=2, paths=("fast",))

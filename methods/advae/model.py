@@ -128,7 +128,8 @@ class AdVAE(AdVAETraining, StackedDeepDetector):
     definitions are the paper's, autograd where a subclass overrides one; "hand"; "autograd"),
     compile (False; True runs the hand-written path's iterations as one compiled graph each,
     engine/compiled.py: faster, rounds differently from eager by a few ulp per step; the autograd
-    path is always eager; the experiment configs switch it on), random_state (weight init, batch order, z / z_T noise, scoring samples).
+    path is always eager; opt-in, `run --compile`), random_state (weight init, batch order, z / z_T
+    noise, scoring samples).
     """
 
     threshold_family = "reconstruction"  # paper policy: kde at alpha (paper Table 4 caption)

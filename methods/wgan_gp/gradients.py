@@ -32,10 +32,13 @@ from methods.wgan_gp.model import _NORM_EPS, WGANGP, interpolates
 _relu_backward = torch.ops.aten.threshold_backward.default  # (grad, relu output, 0)
 
 
+def _pairs(params) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight (S, i, o), bias (S, 1, o)) of a stacked MLP's layers, from its parameters in order."""
+    return list(zip(params[0::2], params[1::2]))
+
+
 def _layers(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight (S, i, o), bias (S, 1, o)) of a stacked MLP's layers, in ``parameters()`` order."""
-    params = list(module.parameters())
-    return [(params[j], params[j + 1]) for j in range(0, len(params), 2)]
+    return _pairs(list(module.parameters()))
 
 
 def _mlp(layers, x):
@@ -142,18 +145,9 @@ class HandGradients:
         gp_weight = self.gp_weight
 
         def step(steps):
-            sizes = [real.shape[1] for real, _ in steps]
-            with torch.no_grad():  # G is fixed during the critic steps: all their fakes in one pass
-                fakes = _mlp(g_layers, torch.cat([rows(noise["z"], b) for (_, noise), b
-                                                  in zip(steps, sizes)], dim=1))[0].split(sizes, dim=1)
-                terms = []
-                for (real, noise), fake, b in zip(steps, fakes, sizes):
-                    terms.append(critic_step(f_layers, real, fake, rows(noise["u"], b), gp_weight,
-                                             opt_f.grads))
-                    opt_f.step()
-                loss_g = generator_step(g_layers, f_layers, steps[-1][1]["z_G"], opt_g.grads)
-                opt_g.step()
-            return terms, loss_g
+            with torch.no_grad():
+                return _iteration(g_layers, f_layers, *_unpack(steps), gp_weight,
+                                  opt_g.grads, opt_f.grads, opt_g.step, opt_f.step)
 
         return step
 
@@ -162,25 +156,16 @@ class HandGradients:
         generator step with their Adam updates, fused. It is compiled for the first iteration's
         batch sizes; an iteration that holds the short last batch of an epoch runs eagerly."""
         eager = self.iteration(nets, opt_g, opt_f)
+        g_layers, f_layers = _layers(nets["G"]), _layers(nets["D"])
         gp_weight = self.gp_weight
 
-        def pairs(params):
-            return list(zip(params[0::2], params[1::2]))
+        def body(params, grads, update, *feed):
+            return _iteration(_pairs(params[0]), _pairs(params[1]), *feed, gp_weight, grads[0], grads[1],
+                              lambda: update(0), lambda: update(1))
 
-        def body(params, grads, update, reals, zs, us, z_G):
-            g_layers, f_layers = pairs(params[0]), pairs(params[1])
-            sizes = [real.shape[1] for real in reals]
-            fakes = _mlp(g_layers, torch.cat([rows(z, b) for z, b in zip(zs, sizes)], dim=1))[0].split(sizes, dim=1)
-            terms = []
-            for real, fake, u, b in zip(reals, fakes, us, sizes):
-                terms.append(critic_step(f_layers, real, fake, rows(u, b), gp_weight, grads[1]))
-                update(1)
-            loss_g = generator_step(g_layers, f_layers, z_G, grads[0])
-            update(0)
-            return terms, loss_g
-
-        def reference(reals, zs, us, z_G):  # the eager iteration on the same feed steps
-            return eager([(real, {"z": z, "u": u, "z_G": z_G}) for real, z, u in zip(reals, zs, us)])
+        def reference(*feed):  # the eager iteration on the same feed steps
+            return _iteration(g_layers, f_layers, *feed, gp_weight, opt_g.grads, opt_f.grads,
+                              opt_g.step, opt_f.step)
 
         step = CompiledStep([opt_g, opt_f], body, updates=(1, self.n_critic), reference=reference)
         first: list = []
@@ -189,9 +174,27 @@ class HandGradients:
             sizes = tuple(real.shape for real, _ in steps)
             if not first:
                 first.append(sizes)
-            if sizes != first[0]:
-                return eager(steps)
-            return step(tuple(real for real, _ in steps), tuple(noise["z"] for _, noise in steps),
-                        tuple(noise["u"] for _, noise in steps), steps[-1][1]["z_G"])
+            return eager(steps) if sizes != first[0] else step(*_unpack(steps))
 
         return iteration
+
+
+def _unpack(steps):
+    """An iteration's feed steps [(real, {z, u, z_G})] as (reals, zs, us, z_G of the last step)."""
+    return (tuple(real for real, _ in steps), tuple(noise["z"] for _, noise in steps),
+            tuple(noise["u"] for _, noise in steps), steps[-1][1]["z_G"])
+
+
+def _iteration(g_layers, f_layers, reals, zs, us, z_G, gp_weight, grads_g, grads_f, step_g, step_f):
+    """One WGAN-GP iteration by hand: G is fixed during the critic steps, so all their fakes come
+    from one generator pass; then per critic step its gradients (into ``grads_f``) and ``step_f()``,
+    then the generator step (``grads_g``, ``step_g()``). Returns ([(loss_critic, w, gp)], loss_G)."""
+    sizes = [real.shape[1] for real in reals]
+    fakes = _mlp(g_layers, torch.cat([rows(z, b) for z, b in zip(zs, sizes)], dim=1))[0].split(sizes, dim=1)
+    terms = []
+    for real, fake, u, b in zip(reals, fakes, us, sizes):
+        terms.append(critic_step(f_layers, real, fake, rows(u, b), gp_weight, grads_f))
+        step_f()
+    loss_g = generator_step(g_layers, f_layers, z_G, grads_g)
+    step_g()
+    return terms, loss_g

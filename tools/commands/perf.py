@@ -47,8 +47,6 @@ WARMUP_ITERATIONS = 10
 COLUMNS = ["dataset", "method", "gradients", "compiled", "d", "group_size", "n_iter", "ms_per_iteration",
            "cpu_ms_per_iteration", "cpu_ms_per_member", "gflop_per_iteration", "gflops",
            "pct_of_peak", "setup_s", "score_test_s"]
-#: Methods with a compiled training step (a ``compile`` parameter, engine/compiled.py).
-COMPILED_METHODS = ("advae", "e-advae", "g-advae", "wgan-gp")
 
 
 def dense_flops(layers: list[tuple[int, int]], rows: int, input_grad_first: bool = False) -> int:
@@ -224,10 +222,12 @@ def run_perf(datasets=None, methods=DEEP_METHODS, n_iter: int = 200, L: int = 10
                 params = dict(exp.params_for(method, name))
                 if "L" in entry(method).cls().get_params():
                     params["L"] = int(L)
+                has_compile = "compile" in entry(method).cls().get_params()  # engine/compiled.py
                 for grad in (gradients if method in ADVAE_FAMILY else ("autograd",)):
                     for path in paths:
-                        if path == "compiled" and (method not in COMPILED_METHODS or (method in ADVAE_FAMILY and grad != "hand")):
-                            continue  # the compiled step is the hand-written gradients'
+                        if path == "compiled" and not (has_compile and (method not in ADVAE_FAMILY
+                                                                        or grad == "hand")):
+                            continue  # a compiled step exists for the hand-written gradients only
                         for S in (group_sizes if method != "mo-gaal" else (1,)):
                             row = {"dataset": name, **time_method(method, split.X_train, split.X_test,
                                                                   params, S, int(n_iter), grad,
@@ -254,8 +254,8 @@ def _perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradients", default="hand",
                    help="adVAE family's gradient paths: hand, autograd or hand,autograd (default: %(default)s)")
     p.add_argument("--paths", default="eager",
-                   help="training paths: eager, compiled or eager,compiled (the compiled step exists for "
-                        f"{', '.join(COMPILED_METHODS)}; default: %(default)s)")
+                   help="training paths: eager, compiled or eager,compiled (compiled: the methods with a "
+                        "`compile` parameter, adVAE's family and WGAN-GP; default: %(default)s)")
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.add_argument("--data-dir", help="directory holding the .mat files")
 
